@@ -1,0 +1,47 @@
+# make course | make test | make lab   (each creates .venv and installs on first use)
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
+# Notebooks run at the cpu profile unless T2I_PROFILE says otherwise.
+export T2I_PROFILE ?= cpu
+
+.PHONY: course test unit lint notebooks lab clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e .
+	touch $(STAMP)
+
+# Execute every notebook headless, in order; executed copies and HTML go to build/.
+course: $(STAMP)
+	mkdir -p build/notebooks build/html
+	for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
+	    --output-dir build/notebooks $$nb || exit 1; \
+	  $(BIN)/jupyter nbconvert --to html --output-dir build/html build/notebooks/$$(basename $$nb) || exit 1; \
+	done
+	$(BIN)/python -m t2i summary build/notebooks
+
+# Lint, unit tests (smoke profile), then every notebook under nbval (cpu profile).
+test: lint unit notebooks
+
+lint: $(STAMP)
+	$(BIN)/ruff check lib tests notebooks
+	$(BIN)/ruff format --check lib tests notebooks
+
+unit: $(STAMP)
+	T2I_PROFILE=smoke $(BIN)/pytest tests -q
+
+notebooks: $(STAMP)
+	$(BIN)/pytest --nbval-lax --durations=0 -q $(NOTEBOOKS)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks
+
+clean:
+	rm -rf build

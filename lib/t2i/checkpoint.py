@@ -1,0 +1,90 @@
+"""The checkpoint cache: trained models stored under data/checkpoints, keyed by their config.
+
+A later notebook reuses what an earlier one trained; a notebook whose cache is empty trains what
+it needs itself. Files are written atomically (a temporary file, then a rename) and read with
+`weights_only=True`, so a checkpoint can hold tensors and plain data but never run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import config
+
+
+def key(name: str, cfg: dict) -> str:
+    """A file stem naming the model and a hash of its configuration."""
+    digest = hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{name}-{digest[:10]}"
+
+
+def path_for(name: str, cfg: dict) -> Path:
+    return config.data_dir() / "checkpoints" / f"{key(name, cfg)}.pt"
+
+
+def save(path: Path, payload: dict) -> None:
+    """Write atomically: readers see the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: Path, cfg: dict | None = None) -> dict | None:
+    """The checkpoint's contents, or None (with a warning saying why) if it is missing,
+    unreadable, or was trained with another configuration."""
+    if not path.exists():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt, truncated, or not a checkpoint at all
+        warnings.warn(
+            f"checkpoint {path} could not be read ({type(err).__name__}); it will be retrained",
+            stacklevel=2,
+        )
+        return None
+    if not isinstance(payload, dict) or "model" not in payload:
+        warnings.warn(f"{path} is not a t2i checkpoint; it will be retrained", stacklevel=2)
+        return None
+    if cfg is not None and payload.get("config") != json.loads(json.dumps(cfg, default=str)):
+        warnings.warn(
+            f"{path} was trained with another configuration; it will be retrained", stacklevel=2
+        )
+        return None
+    return payload
+
+
+def load_or_train(
+    name: str,
+    cfg: dict,
+    build: Callable[[dict], torch.nn.Module],
+    train: Callable[[torch.nn.Module, dict, Path], None],
+    retrain: bool = False,
+) -> torch.nn.Module:
+    """The model `name` with configuration `cfg`: from the cache if a finished checkpoint is
+    there, else built (seeded by cfg["seed"]) and trained by `train(model, cfg, path)`, which
+    writes the checkpoint (see `t2i.train.fit`). An interrupted run resumes where it stopped.
+    The model comes back in eval mode on the course's device.
+    """
+    path = path_for(name, cfg)
+    config.seed_everything(cfg.get("seed", 0))
+    model = build(cfg).to(config.device())
+    payload = None if retrain else load(path, cfg)
+    if payload is not None and payload.get("done"):
+        try:
+            model.load_state_dict(payload.get("ema") or payload["model"])
+            return model.eval()
+        except RuntimeError as err:
+            first = str(err).splitlines()[0]
+            warnings.warn(f"{path} does not fit the model ({first}); retraining", stacklevel=2)
+    if retrain and path.exists():
+        path.unlink()
+    train(model, cfg, path)
+    return model.eval()

@@ -1,0 +1,86 @@
+"""Profiles, paths and devices: the one switch that sizes everything in the course.
+
+T2I_PROFILE picks the sizes of data, models and training:
+  smoke  seconds, for unit tests;
+  cpu    a laptop CPU: each notebook in a few minutes, results that visibly work;
+  gpu    one GPU: bigger models, 64x64 images, better results.
+The default is gpu when CUDA is available, else cpu. T2I_DATA (default: the repository's data/)
+holds generated datasets and trained checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PROFILES = ("smoke", "cpu", "gpu")
+
+
+def profile() -> str:
+    """The active profile, from T2I_PROFILE or the device."""
+    name = os.environ.get("T2I_PROFILE") or ("gpu" if torch.cuda.is_available() else "cpu")
+    if name not in PROFILES:
+        raise ValueError(f"T2I_PROFILE={name!r} is not one of {PROFILES}")
+    return name
+
+
+def pick(smoke, cpu, gpu):
+    """The value for the active profile: pick(smoke=..., cpu=..., gpu=...)."""
+    return {"smoke": smoke, "cpu": cpu, "gpu": gpu}[profile()]
+
+
+def image_size() -> int:
+    """Side of the course's images: 32 on smoke and cpu, 64 on gpu."""
+    return pick(smoke=32, cpu=32, gpu=64)
+
+
+def data_dir() -> Path:
+    """Where datasets and checkpoints live (created on first use)."""
+    default = Path(__file__).resolve().parents[2] / "data"
+    if not (default.parent / "pyproject.toml").exists():  # installed elsewhere than a checkout
+        default = Path.cwd() / "data"
+    path = Path(os.environ.get("T2I_DATA", default))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def device() -> torch.device:
+    """cuda, then mps, then cpu."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def bf16_supported(dev: torch.device) -> bool:
+    """Whether bfloat16 autocast is fast here: CUDA with bf16, or a CPU with AVX-512 BF16 or AMX
+    (many laptops have neither, and there bf16 is slower than fp32)."""
+    if dev.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if dev.type == "cpu":
+        cpu = torch.cpu
+        return bool(
+            getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+            or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+        )
+    return False
+
+
+def autocast(dev: torch.device, enabled: bool = True):
+    """bf16 autocast where it is supported and fast, else a no-op context."""
+    if enabled and bf16_supported(dev):
+        return torch.autocast(dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

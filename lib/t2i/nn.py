@@ -1,0 +1,85 @@
+"""Building blocks shared by several models of the course (written once, used everywhere).
+
+Transformers (DALL-E, CLIP's text tower, GLIDE's text encoder, unCLIP's prior) use `Block`, a
+pre-norm residual block of multi-head self-attention and an MLP (GPT-2 style, as in nanoGPT).
+Attention can also read extra `context` tokens as keys and values, which is how GLIDE lets every
+attention layer of its U-Net see the caption's tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Attention(nn.Module):
+    """Multi-head scaled dot-product attention (Vaswani et al. 2017, eq. 1).
+
+    x: (B, T, d). context: optional (B, S, d) tokens prepended to the keys and values.
+    Build with context=True to use it (it gets its own key/value projection).
+    mask: optional bool (T, S + T) or (B, 1, T, S + T), True where attention is allowed;
+    causal=True masks the future among x's own tokens.
+    """
+
+    def __init__(self, d: int, n_heads: int, dropout: float = 0.0, context: bool = False):
+        super().__init__()
+        assert d % n_heads == 0, "width must be a multiple of the number of heads"
+        self.n_heads, self.dropout = n_heads, dropout
+        self.qkv = nn.Linear(d, 3 * d)
+        self.kv_context = nn.Linear(d, 2 * d) if context else None
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x, context=None, mask=None, causal=False):
+        B, T, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)
+        if context is not None:
+            kc, vc = self.kv_context(context).split(d, dim=2)
+            k, v = torch.cat([kc, k], 1), torch.cat([vc, v], 1)
+        heads = lambda t: t.view(B, t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
+        q, k, v = heads(q), heads(k), heads(v)
+        if causal:
+            mask = causal_mask(T, k.shape[2] - T, x.device) if mask is None else mask
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, T, d))
+
+
+def causal_mask(T: int, n_context: int = 0, device=None) -> torch.Tensor:
+    """(T, n_context + T) bool: every token sees all context tokens and itself and the past."""
+    own = torch.ones(T, T, dtype=torch.bool, device=device).tril()
+    ctx = torch.ones(T, n_context, dtype=torch.bool, device=device)
+    return torch.cat([ctx, own], 1)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward network with a 4x hidden layer and GELU."""
+
+    def __init__(self, d: int, mult: int = 4, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(d, mult * d), nn.GELU(), nn.Linear(mult * d, d), nn.Dropout(dropout)
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float = 0.0, context: bool = False):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = Attention(d, n_heads, dropout, context)
+        self.mlp = MLP(d, dropout=dropout)
+
+    def forward(self, x, context=None, mask=None, causal=False):
+        x = x + self.attn(self.ln1(x), context=context, mask=mask, causal=causal)
+        return x + self.mlp(self.ln2(x))
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

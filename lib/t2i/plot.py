@@ -1,0 +1,105 @@
+"""Pictures for the notebooks: image grids with captions, before/after rows, animations."""
+
+from __future__ import annotations
+
+import textwrap
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def to_numpy_images(images) -> np.ndarray:
+    """(n, H, W, 3) floats in [0, 1] from uint8 (n, H, W, 3) arrays or (n, 3, H, W) tensors in
+    [-1, 1]."""
+    if torch.is_tensor(images):
+        x = images.detach().float().cpu()
+        if x.dtype == torch.uint8 or x.max() > 1.5:
+            return (x / 255.0).numpy()
+        return ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    x = np.asarray(images)
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
+
+
+def show_grid(images, captions=None, ncols: int = 8, size: float = 1.4, title=None, wrap=22):
+    """A grid of images, each with its (wrapped) caption above it. Returns the figure."""
+    x = to_numpy_images(images)
+    n = len(x)
+    ncols = min(ncols, n)
+    nrows = (n + ncols - 1) // ncols
+    extra = 0.35 if captions is not None else 0.0
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(ncols * size, nrows * (size + extra)), squeeze=False
+    )
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(x[i], interpolation="nearest")
+            if captions is not None:
+                ax.set_title("\n".join(textwrap.wrap(str(captions[i]), wrap)), fontsize=6)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def before_after(rows: dict, ncols: int | None = None, size: float = 1.2):
+    """Rows of images with a label each, e.g. {"original": x, "reconstruction": y}."""
+    arrays = {k: to_numpy_images(v) for k, v in rows.items()}
+    ncols = ncols or max(len(v) for v in arrays.values())
+    fig, axes = plt.subplots(
+        len(arrays), ncols, figsize=(ncols * size, len(arrays) * size), squeeze=False
+    )
+    for r, (label, x) in enumerate(arrays.items()):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c < len(x):
+                ax.imshow(x[c], interpolation="nearest")
+            else:
+                ax.axis("off")
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def animate(frames, captions=None, interval: int = 120, size: float = 1.4):
+    """An animation of a list of image batches (e.g. x_t along a sampler), shown as a grid per
+    frame. Returns an IPython HTML object (a self-contained player) for a notebook."""
+    from IPython.display import HTML
+    from matplotlib.animation import FuncAnimation
+
+    batches = [to_numpy_images(f) for f in frames]
+    n = len(batches[0])
+    fig, axes = plt.subplots(1, n, figsize=(n * size, size + 0.3), squeeze=False)
+    ims = []
+    for i, ax in enumerate(axes[0]):
+        ax.axis("off")
+        ims.append(ax.imshow(batches[0][i], interpolation="nearest"))
+        if captions is not None:
+            ax.set_title(str(captions[i]), fontsize=7)
+    label = fig.suptitle("frame 0", fontsize=8)
+
+    def draw(k):
+        for i, im in enumerate(ims):
+            im.set_data(batches[k][i])
+        label.set_text(f"frame {k + 1} / {len(batches)}")
+        return ims
+
+    anim = FuncAnimation(fig, draw, frames=len(batches), interval=interval, blit=False)
+    html = HTML(anim.to_jshtml())
+    plt.close(fig)
+    return html
+
+
+def markdown_table(rows: dict[str, dict], digits: int = 3):
+    """A dict of rows {name: {column: value}} as a Markdown table (display it in a notebook)."""
+    from IPython.display import Markdown
+
+    cols = list(dict.fromkeys(c for r in rows.values() for c in r))
+    fmt = lambda v: f"{v:.{digits}f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |")
+    return Markdown("\n".join(lines))

@@ -1,0 +1,190 @@
+"""One training loop for every model of the course.
+
+`fit` runs AdamW with a linear warm-up and a cosine decay, gradient clipping, an optional
+exponential moving average (EMA) of the weights, bf16 autocast where the machine does it fast,
+a tqdm progress bar with the loss, and a live loss curve in notebooks. It saves a checkpoint
+(atomically) when it ends; Ctrl-C / the notebook's stop button ends it early and still saves
+a valid, resumable checkpoint, so nothing trained is lost.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checkpoint, config
+
+
+@dataclass
+class History:
+    """Losses per step, and whether training ran to the end."""
+
+    loss: list[float] = field(default_factory=list)
+    logs: dict[str, list[float]] = field(default_factory=dict)
+    done: bool = False
+    seconds: float = 0.0
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int, final_frac: float = 0.1) -> float:
+    """Linear warm-up to lr, then cosine decay to final_frac * lr."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def fit(
+    model: torch.nn.Module,
+    loss_fn: Callable,
+    batch_fn: Callable[[int, torch.Generator], object],
+    steps: int,
+    lr: float = 1e-3,
+    warmup: int = 100,
+    weight_decay: float = 0.0,
+    clip: float = 1.0,
+    ema: float | None = None,
+    seed: int = 0,
+    amp: bool = True,
+    path: Path | None = None,
+    cfg: dict | None = None,
+    desc: str = "training",
+    live_plot: bool = True,
+    params=None,
+) -> History:
+    """Train `model` for `steps` steps.
+
+    loss_fn(model, batch) returns the loss, or (loss, {name: value}) to log more numbers.
+    batch_fn(step, generator) returns a batch on the model's device; drawing it from the given
+    generator keeps data order reproducible for a seed (and across a resume).
+    With `path`, a checkpoint {config, model, ema, optimizer, step, history, done} is written
+    at the end (or on interrupt) and an unfinished one found there is resumed.
+    """
+    dev = next(model.parameters()).device
+    params = list(params if params is not None else model.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+    ema_model = copy.deepcopy(model).eval().requires_grad_(False) if ema else None
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    hist, start = History(), 0
+    saved = checkpoint.load(path, cfg) if path is not None else None
+    if saved is not None and not saved.get("done"):
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        if ema_model is not None and saved.get("ema"):
+            ema_model.load_state_dict(saved["ema"])
+        gen.set_state(saved["generator"])
+        start = saved["step"]
+        hist.loss = list(saved["history"])
+        print(f"resuming {desc} from step {start} of {steps} ({path.name})")
+
+    plot = LivePlot(desc) if live_plot and _in_notebook() else None
+    model.train()
+    t0 = time.perf_counter()
+    step = start
+    bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=True)
+    try:
+        for step in bar:
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step, steps, lr, warmup)
+            batch = batch_fn(step, gen)
+            with config.autocast(dev, amp):
+                out = loss_fn(model, batch)
+            loss, logs = out if isinstance(out, tuple) else (out, {})
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+            if ema_model is not None:
+                _ema_update(ema_model, model, min(ema, (1 + step) / (10 + step)))
+            hist.loss.append(loss.item())
+            for k, v in logs.items():
+                hist.logs.setdefault(k, []).append(float(v))
+            if step % 10 == 0 or step == steps - 1:
+                bar.set_postfix(loss=f"{_smooth(hist.loss):.4f}")
+            if plot is not None:
+                plot.update(hist.loss)
+        step = steps
+        hist.done = True
+    except KeyboardInterrupt:
+        print(f"interrupted at step {step}: keeping what was trained" + (
+            f" and saving it to {path.name} (the next run resumes)" if path else ""))
+    finally:
+        bar.close()
+        if plot is not None:
+            plot.update(hist.loss, force=True)
+    hist.seconds = time.perf_counter() - t0
+    model.eval()
+    if path is not None:
+        checkpoint.save(
+            path,
+            {
+                "config": cfg or {},
+                "model": model.state_dict(),
+                "ema": ema_model.state_dict() if ema_model is not None else None,
+                "optimizer": opt.state_dict(),
+                "generator": gen.get_state(),
+                "step": step,
+                "history": hist.loss,
+                "done": hist.done,
+            },
+        )
+    if ema_model is not None:
+        model.load_state_dict(ema_model.state_dict())
+    return hist
+
+
+@torch.no_grad()
+def _ema_update(ema_model, model, decay):
+    for e, p in zip(ema_model.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1 - decay)
+    for e, b in zip(ema_model.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def _smooth(values, n=50):
+    tail = values[-n:]
+    return sum(tail) / len(tail)
+
+
+def _in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+
+        return get_ipython() is not None and "IPKernelApp" in get_ipython().config
+    except ImportError:
+        return False
+
+
+class LivePlot:
+    """A loss curve redrawn in place in a notebook, at most every `every` seconds."""
+
+    def __init__(self, title: str, every: float = 2.0):
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        self.fig, self.ax = plt.subplots(figsize=(5, 2.5))
+        self.title, self.every, self.last = title, every, 0.0
+        self.handle = display(self.fig, display_id=True)
+        plt.close(self.fig)
+
+    def update(self, losses, force=False):
+        now = time.perf_counter()
+        if not losses or (not force and now - self.last < self.every):
+            return
+        self.last = now
+        self.ax.clear()
+        self.ax.plot(losses, lw=0.5, alpha=0.4, color="C0")
+        k = max(1, len(losses) // 50)
+        if len(losses) > k:
+            smooth = torch.tensor(losses).unfold(0, k, 1).mean(1)
+            self.ax.plot(range(k - 1, len(losses)), smooth, color="C0")
+        self.ax.set(title=self.title, xlabel="step", ylabel="loss", yscale="log")
+        self.fig.tight_layout()
+        self.handle.update(self.fig)
