@@ -41,7 +41,9 @@ def cmd_data(args):
     t = time.perf_counter()
     ds = shapes.load_dataset(args.n, res=args.res, seed=args.seed, split=args.split)
     dt = time.perf_counter() - t
-    print(f"{len(ds)} {args.res}x{args.res} {args.split} scenes in {dt:.2f} s (generated or loaded)")
+    print(
+        f"{len(ds)} {args.res}x{args.res} {args.split} scenes in {dt:.2f} s (generated or loaded)"
+    )
     for c in ds.captions[:5]:
         print("  ", c)
 

@@ -197,10 +197,9 @@ def score_each(images, captions: list[str]) -> list[dict[str, bool]]:
 def score(images, captions: list[str] | str) -> dict[str, float]:
     """The judge's table for a batch: the fraction of images where each fact holds (over the
     images whose caption states that fact), plus "all" (every stated fact holds) and "n"."""
-    x = as_unit_images(images)
     if isinstance(captions, str):
-        captions = [captions] * len(x)
-    rows = score_each(x, captions)
+        captions = [captions] * len(images)
+    rows = score_each(images, captions)
     table = {}
     for fact in FACTS + ["all"]:
         vals = [r[fact] for r in rows if fact in r]

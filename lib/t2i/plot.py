@@ -14,8 +14,6 @@ def to_numpy_images(images) -> np.ndarray:
     [-1, 1]."""
     if torch.is_tensor(images):
         x = images.detach().float().cpu()
-        if x.dtype == torch.uint8 or x.max() > 1.5:
-            return (x / 255.0).numpy()
         return ((x.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
     x = np.asarray(images)
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
@@ -98,7 +96,7 @@ def markdown_table(rows: dict[str, dict], digits: int = 3):
     from IPython.display import Markdown
 
     cols = list(dict.fromkeys(c for r in rows.values() for c in r))
-    fmt = lambda v: f"{v:.{digits}f}" if isinstance(v, float) else str(v)  # noqa: E731
+    fmt = lambda v: f"{v:.{digits}f}" if isinstance(v, float) else str(v)
     lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |")

@@ -177,7 +177,9 @@ def sample_scenes(
         wrong = _held_out(color, shape, valid) != want_heldout
         if not wrong.any():
             break
-        _, color[wrong], shape[wrong], size[wrong] = _sample_attributes(rng, wrong.sum(), count[wrong])
+        _, color[wrong], shape[wrong], size[wrong] = _sample_attributes(
+            rng, wrong.sum(), count[wrong]
+        )
         if want_heldout:
             sub_c, sub_s = color[wrong], shape[wrong]
             _force_held_out(rng, count[wrong], sub_c, sub_s)

@@ -113,8 +113,10 @@ def fit(
         step = steps
         hist.done = True
     except KeyboardInterrupt:
-        print(f"interrupted at step {step}: keeping what was trained" + (
-            f" and saving it to {path.name} (the next run resumes)" if path else ""))
+        print(
+            f"interrupted at step {step}: keeping what was trained"
+            + (f" and saving it to {path.name} (the next run resumes)" if path else "")
+        )
     finally:
         bar.close()
         if plot is not None:

@@ -1,0 +1,91 @@
+import pytest
+import torch
+
+from t2i import checkpoint, train
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("T2I_DATA", str(tmp_path))
+    return tmp_path
+
+
+W_TRUE = torch.tensor([[2.0, -1.0, 0.5]])
+
+
+def batch_fn(step, gen):
+    x = torch.randn(32, 3, generator=gen)
+    return x, x @ W_TRUE.T
+
+
+def mse(model, batch):
+    x, y = batch
+    return torch.nn.functional.mse_loss(model(x), y)
+
+
+def test_loss_falls_on_a_tiny_regression():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    hist = train.fit(model, mse, batch_fn, steps=300, lr=0.05, warmup=10, amp=False)
+    assert hist.done and len(hist.loss) == 300
+    assert sum(hist.loss[-20:]) / 20 < 0.01 * sum(hist.loss[:20]) / 20
+    assert torch.allclose(model.weight, W_TRUE, atol=0.05)
+
+
+def test_lr_schedule_hand_values():
+    assert train.lr_at(0, 100, 1.0, warmup=10) == pytest.approx(0.1)
+    assert train.lr_at(9, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert train.lr_at(10, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert train.lr_at(55, 100, 1.0, warmup=10) == pytest.approx(0.55)  # halfway: (1 + 0.1) / 2
+    assert train.lr_at(100, 100, 1.0, warmup=10) == pytest.approx(0.1)
+
+
+def test_interrupt_saves_a_loadable_checkpoint_and_the_next_run_resumes(data_dir):
+    path = data_dir / "tiny.pt"
+    cfg = {"steps": 50}
+
+    def interrupting(step, gen):
+        if step == 20:
+            raise KeyboardInterrupt
+        return batch_fn(step, gen)
+
+    model = torch.nn.Linear(3, 1)
+    hist = train.fit(model, mse, interrupting, steps=50, lr=0.05, path=path, cfg=cfg, amp=False)
+    assert not hist.done and len(hist.loss) == 20
+    saved = checkpoint.load(path, cfg)
+    assert saved["step"] == 20 and saved["done"] is False
+    fresh = torch.nn.Linear(3, 1)
+    fresh.load_state_dict(saved["model"])
+    assert torch.equal(fresh.weight, model.weight)
+
+    hist = train.fit(fresh, mse, batch_fn, steps=50, lr=0.05, path=path, cfg=cfg, amp=False)
+    assert hist.done and len(hist.loss) == 50
+    assert checkpoint.load(path, cfg)["done"] is True
+
+
+def test_resumed_run_equals_an_uninterrupted_one(data_dir):
+    cfg = {"steps": 40}
+
+    def run(interrupt_at):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 1)
+        path = data_dir / f"run{interrupt_at}.pt"
+
+        def data(step, gen):
+            if step == interrupt_at:
+                raise KeyboardInterrupt
+            return batch_fn(step, gen)
+
+        train.fit(model, mse, data, steps=40, lr=0.05, path=path, cfg=cfg, amp=False)
+        if interrupt_at >= 0:
+            train.fit(model, mse, batch_fn, steps=40, lr=0.05, path=path, cfg=cfg, amp=False)
+        return model.weight.detach().clone()
+
+    assert torch.allclose(run(15), run(-1), atol=1e-6)
+
+
+def test_ema_weights_are_an_average():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    train.fit(model, mse, batch_fn, steps=200, lr=0.05, warmup=10, ema=0.9, amp=False)
+    assert torch.allclose(model.weight, W_TRUE, atol=0.1)  # the model now holds the EMA
