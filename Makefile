@@ -7,7 +7,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 # Notebooks run at the cpu profile unless T2I_PROFILE says otherwise.
 export T2I_PROFILE ?= cpu
 
-.PHONY: course test unit lint notebooks lab clean
+.PHONY: course test unit lint notebooks lab strip clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ notebooks: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks
+
+# Clear outputs and execution counts before committing notebooks.
+strip: $(STAMP)
+	$(BIN)/jupyter nbconvert --clear-output --inplace $(NOTEBOOKS)
 
 clean:
 	rm -rf build
