@@ -1,0 +1,339 @@
+"""DALL-E (Ramesh et al. 2021, arXiv 2102.12092): a decoder-only transformer over one stream of
+[text tokens, image tokens], trained to predict the next token.
+
+Text comes first (DALL-E: 256 BPE tokens, ours: 20 word tokens), then the image's tokens from a
+frozen tokenizer in raster order (DALL-E: 32x32 = 1,024 dVAE codes out of 8,192, ours: 8x8 = 64
+VQ-VAE codes). As in the paper:
+  - every text position has its own padding token, so "no word here" is still informative;
+  - text positions get a learned position embedding, image positions a row plus a column one;
+  - one output head over text and image vocabularies, with a logits mask so text positions can
+    only predict text and image positions only image codes;
+  - the cross-entropy losses are weighted 1/8 for text and 7/8 for image (section 2.2);
+  - attention is causal: text sees earlier text, image tokens see all text and earlier image
+    tokens. DALL-E used sparse patterns for image-to-image attention (row, column, and a
+    convolutional one in the last layer; appendix B.1): `attention_mask` draws them and
+    `layers=` picks one per layer.
+Sampling draws one image token at a time with a temperature and top-k filter, many samples per
+caption in one batch, optionally starting from the first rows of a real image ("primed").
+There is no key/value cache: each step reruns the transformer over the whole prefix (the
+benchmark measures what that costs).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import checkpoint, config, shapes, tokenizer, train, vqvae
+from .nn import Block
+
+TEXT_WEIGHT, IMAGE_WEIGHT = 1 / 8, 7 / 8
+PATTERNS = ("dense", "row", "column", "conv")
+
+
+def default_config(**overrides) -> dict:
+    cfg = config.pick(
+        smoke=dict(d=32, n_layers=2, n_heads=2, steps=20, batch=8, n_train=512),
+        cpu=dict(d=128, n_layers=4, n_heads=4, steps=1200, batch=64, n_train=20_000),
+        gpu=dict(d=256, n_layers=8, n_heads=8, steps=20_000, batch=128, n_train=100_000),
+    ) | dict(
+        seed=0,
+        lr=1e-3,
+        warmup=100,
+        weight_decay=0.01,
+        ema=0.995,
+        text_len=20,
+        layers="dense",  # or a list of PATTERNS, one per layer
+        tokenizer=vqvae.default_config(),
+    )
+    return cfg | overrides
+
+
+# --- masks ----------------------------------------------------------------------------------
+
+
+def attention_mask(text_len: int, grid: int, pattern: str = "dense", kernel: int = 1):
+    """(T, T) bool over the stream [text_len text tokens, grid*grid image tokens]: True where a
+    query (row) may attend to a key (column). Text is causal over text; image tokens see all
+    text; image-to-image follows `pattern` (always causal):
+      dense   every earlier image token;
+      row     earlier tokens of the same image row;
+      column  earlier tokens of the same image column;
+      conv    earlier tokens within `kernel` rows and columns (a (2k+1)x(2k+1) window).
+    """
+    if pattern not in PATTERNS:
+        raise ValueError(f"pattern must be one of {PATTERNS}, not {pattern!r}")
+    n = grid * grid
+    T = text_len + n
+    mask = torch.ones(T, T, dtype=torch.bool).tril()
+    r, c = torch.arange(n) // grid, torch.arange(n) % grid
+    same_row = r[:, None] == r[None, :]
+    same_col = c[:, None] == c[None, :]
+    near = ((r[:, None] - r[None, :]).abs() <= kernel) & ((c[:, None] - c[None, :]).abs() <= kernel)
+    allowed = {"dense": torch.ones(n, n, dtype=torch.bool), "row": same_row, "column": same_col}
+    allowed["conv"] = near
+    mask[text_len:, text_len:] &= allowed[pattern]
+    return mask
+
+
+# --- the model ------------------------------------------------------------------------------
+
+
+class DALLE(nn.Module):
+    """Transformer over [text, image] tokens; `vae` is the frozen image tokenizer."""
+
+    def __init__(self, vae, d=128, n_layers=4, n_heads=4, text_len=20, layers="dense", **_):
+        super().__init__()
+        self.vae = vae.requires_grad_(False)
+        self.tok = tokenizer.Tokenizer(context_length=text_len)
+        self.text_len, self.grid, self.K = text_len, 8, vae.K
+        self.text_vocab = len(self.tok) + text_len  # words + one padding token per position
+        self.text_emb = nn.Embedding(self.text_vocab, d)
+        self.text_pos = nn.Embedding(text_len, d)
+        self.image_emb = nn.Embedding(self.K, d)
+        self.row_emb, self.col_emb = nn.Embedding(self.grid, d), nn.Embedding(self.grid, d)
+        self.blocks = nn.ModuleList(Block(d, n_heads) for _ in range(n_layers))
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(d, self.text_vocab + self.K)
+        layers = [layers] * n_layers if isinstance(layers, str) else list(layers)
+        masks = [attention_mask(text_len, self.grid, p) for p in layers]
+        self.register_buffer("masks", torch.stack(masks), persistent=False)
+        # Logits mask: position p predicts token p + 1, text up to text_len - 2, then image.
+        T = text_len + self.grid**2
+        is_text_target = torch.arange(T) < text_len - 1
+        vocab_is_text = torch.arange(self.text_vocab + self.K) < self.text_vocab
+        self.register_buffer(
+            "logits_mask", is_text_target[:, None] == vocab_is_text[None, :], persistent=False
+        )
+
+    def text_tokens(self, captions: list[str]) -> torch.Tensor:
+        """(B, text_len) ids, every PAD replaced by its position's own padding token."""
+        ids = self.tok(captions, truncate=True)
+        pos = torch.arange(self.text_len).expand_as(ids)
+        return torch.where(ids == self.tok.pad_id, len(self.tok) + pos, ids)
+
+    def forward(self, text, image):
+        """text (B, text_len), image (B, n) with n <= 64 -> logits (B, text_len + n, vocab),
+        where position p predicts token p + 1; the wrong modality's logits are -inf."""
+        n = image.shape[1]
+        j = torch.arange(n, device=image.device)
+        x = torch.cat(
+            [
+                self.text_emb(text) + self.text_pos.weight,
+                self.image_emb(image) + self.row_emb(j // self.grid) + self.col_emb(j % self.grid),
+            ],
+            1,
+        )
+        T = x.shape[1]
+        for block, mask in zip(self.blocks, self.masks):
+            x = block(x, mask=mask[:T, :T])
+        logits = self.head(self.ln(x)).float()
+        return logits.masked_fill(~self.logits_mask[:T], float("-inf"))
+
+    def loss(self, text, image):
+        """(text loss + 7 image loss) / 8 (the paper's weighting). Returns (loss, logs)."""
+        logits = self(text, image[:, :-1])
+        targets = torch.cat([text[:, 1:], image + self.text_vocab], 1)
+        ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        text_loss, image_loss = ce[:, : self.text_len - 1].mean(), ce[:, self.text_len - 1 :].mean()
+        loss = TEXT_WEIGHT * text_loss + IMAGE_WEIGHT * image_loss
+        return loss, {"text": text_loss.item(), "image": image_loss.item()}
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+
+def top_k_filter(logits, top_k: int | float | None):
+    """Keep the top_k largest logits (others -> -inf). An int is a count of codes; a float in
+    (0, 1) is the fraction of the vocabulary kept (DALLE-pytorch's filter_thres=0.9 keeps the top
+    10%, i.e. top_k=0.1 here). None keeps everything."""
+    if top_k is None:
+        return logits
+    k = top_k if isinstance(top_k, int) else max(1, int(round(top_k * logits.shape[-1])))
+    k = min(k, logits.shape[-1])
+    kth = logits.topk(k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+@torch.no_grad()
+def sample_tokens(model, text, temperature=1.0, top_k=None, seed=0, prime=None):
+    """Image token grids (B, 8, 8) for text ids (B, text_len), one token at a time. prime: an
+    optional (B, m) long tensor of the first m image tokens, kept as they are."""
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0 (lower is greedier)")
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    dev = next(model.parameters()).device
+    text = text.to(dev)
+    image = torch.zeros(len(text), 0, dtype=torch.long, device=dev)
+    if prime is not None:
+        image = prime.to(dev).long()
+    n = model.grid**2
+    while image.shape[1] < n:
+        logits = model(text, image)[:, -1, model.text_vocab :]
+        probs = F.softmax(top_k_filter(logits, top_k) / temperature, -1)
+        nxt = torch.multinomial(probs.cpu(), 1, generator=gen).to(dev)
+        image = torch.cat([image, nxt], 1)
+    return image.view(-1, model.grid, model.grid)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    prompts: list[str],
+    temperature: float = 1.0,
+    top_k=None,
+    seed: int = 0,
+    prime=None,
+    batch: int = 256,
+):
+    """Images (N, 3, 32, 32) in [-1, 1], one sample per prompt (repeat a prompt for many)."""
+    model.eval()
+    out = []
+    for i in range(0, len(prompts), batch):
+        text = model.text_tokens(prompts[i : i + batch])
+        p = None if prime is None else prime[i : i + batch].flatten(1)
+        idx = sample_tokens(model, text, temperature, top_k, seed + i, p)
+        out.append(model.vae.decode_tokens(idx).cpu())
+    return torch.cat(out)
+
+
+def complete(model, images, captions, rows: int = 3, n: int = 1, **kwargs):
+    """The paper's "optional image start": keep the first `rows` token rows of real images and
+    let the model write the rest; n samples per image. Returns (primed grids, samples)."""
+    idx = model.vae.tokens(images.to(next(model.parameters()).device))
+    prime = idx[:, :rows].repeat_interleave(n, 0)
+    prompts = [c for c in captions for _ in range(n)]
+    return prime, generate(model, prompts, prime=prime, **kwargs)
+
+
+# --- the fixed prompt set and its measure ---------------------------------------------------
+
+
+def prompt_set(n_single: int = 48, n_double: int = 24, n_heldout: int = 24, seed: int = 4242):
+    """Fixed evaluation prompts: single objects, two objects, held-out compositions."""
+    single = shapes.sample_scenes(n_single, seed=seed, split="test", counts=(1,))
+    double = shapes.sample_scenes(n_double, seed=seed + 1, split="test", counts=(2,))
+    held = shapes.sample_scenes(n_heldout, seed=seed + 2, split="heldout", counts=(1, 2))
+    return {
+        "single object": shapes.caption(single, seed),
+        "two objects": shapes.caption(double, seed + 1),
+        "held-out": shapes.caption(held, seed + 2),
+    }
+
+
+def evaluate(model, temperatures=(1.0, 0.7), top_k=None, seed=0, prompts=None):
+    """The judge's table {f"{set} @ T={t}": {fact: accuracy}} on the fixed prompt set."""
+    from . import judge
+
+    prompts = prompts or prompt_set()
+    table = {}
+    for t in temperatures:
+        for name, caps in prompts.items():
+            images = generate(model, caps, temperature=t, top_k=top_k, seed=seed)
+            table[f"{name} @ T={t}"] = judge.score(images, caps)
+    return table
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def build(cfg: dict) -> DALLE:
+    return DALLE(vqvae.get_vqvae(cfg=cfg["tokenizer"]), **cfg)
+
+
+@torch.no_grad()
+def tokenize_dataset(model: DALLE, n: int, seed: int = 0, batch: int = 1000):
+    """(text ids, image token grids flattened) of n training scenes, with the frozen tokenizer."""
+    data = shapes.load_dataset(n, res=32, seed=seed)
+    dev = next(model.parameters()).device
+    x = data.tensor()
+    image = torch.cat(
+        [model.vae.tokens(x[i : i + batch].to(dev)).flatten(1).cpu() for i in range(0, n, batch)]
+    )
+    return model.text_tokens(data.captions), image
+
+
+def train_model(model: DALLE, cfg: dict, path, live_plot: bool = True):
+    model.vae.eval()
+    text, image = tokenize_dataset(model, cfg["n_train"], cfg["seed"])
+    dev = config.device()
+
+    def batch_fn(step, gen):
+        idx = torch.randint(0, len(text), (cfg["batch"],), generator=gen)
+        return text[idx].to(dev), image[idx].to(dev)
+
+    return train.fit(
+        model,
+        lambda m, b: m.loss(*b),
+        batch_fn,
+        steps=cfg["steps"],
+        lr=cfg["lr"],
+        warmup=cfg["warmup"],
+        weight_decay=cfg["weight_decay"],
+        ema=cfg["ema"],
+        seed=cfg["seed"],
+        path=path,
+        cfg=cfg,
+        desc="DALL-E",
+        live_plot=live_plot,
+        params=[p for p in model.parameters() if p.requires_grad],
+    )
+
+
+def get_dalle(retrain: bool = False, cfg: dict | None = None) -> DALLE:
+    """The trained DALL-E of the active profile (its tokenizer inside), cached or trained now."""
+    cfg = cfg or default_config()
+    model = checkpoint.load_or_train("dalle", cfg, build, train_model, retrain=retrain)
+    model.vae.eval()
+    return model
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def cli_train(args):
+    model = get_dalle(retrain=args.retrain)
+    print(
+        f"DALL-E ready: {sum(p.numel() for p in model.parameters() if p.requires_grad):,} "
+        "trainable parameters"
+    )
+
+
+def cli_sample(args):
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    model = get_dalle()
+    images = generate(model, [args.prompt] * args.n, args.temperature, args.top_k, args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(((images + 1) / 2).permute(0, 2, 3, 1).numpy()):
+        plt.imsave(out / f"dalle_{i:03d}.png", img.clip(0, 1))
+    print(f"{len(images)} samples of {args.prompt!r} in {out}")
+
+
+def cli_evaluate(args):
+    import json
+
+    table = evaluate(get_dalle(), seed=args.seed, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(table))
+        return
+    facts = ["color", "shape", "size", "position", "binding", "relation", "all"]
+    print(f"{'':26s}" + "".join(f"{f:>9s}" for f in facts))
+    for name, row in table.items():
+        print(
+            f"{name:26s}" + "".join(f"{row[f]:9.2f}" if f in row else f"{'-':>9s}" for f in facts)
+        )
+
+
+def add_cli_arguments(command, parser):
+    if command == "train":
+        parser.add_argument("--retrain", action="store_true")
+    if command == "sample":
+        parser.add_argument("--prompt", required=True)
+        parser.add_argument("--temperature", type=float, default=1.0)
+    if command in ("sample", "evaluate"):
+        parser.add_argument("--top-k", dest="top_k", type=int, default=None)

@@ -1,0 +1,233 @@
+"""The discrete VAE of DALL-E (Ramesh et al. 2021, arXiv 2102.12092, section 2.1 and appendix A).
+
+The encoder gives, at each cell of an 8x8 grid, logits over K codes: a categorical q(z | x).
+Sampling a code has no gradient, so training uses the Gumbel-softmax relaxation (Jang et al.
+2016; Maddison et al. 2016): y = softmax((logits + g) / tau) with g ~ Gumbel(0, 1), a soft
+one-hot that becomes a hard one as the temperature tau goes to 0. DALL-E anneals tau from 1 to
+1/16. The decoder reads sum_k y_k e_k, a mixture of codebook vectors (its first layer is a 1x1
+conv from K channels; its weight is the codebook). The loss is the negative evidence lower bound
+(eq. 1): reconstruction + beta * KL(q(z | x) || uniform prior), with beta warmed up from 0
+(DALL-E: to 6.6 over the first 5,000 updates). At inference the tokens are hard: argmax.
+
+The paper's pixel likelihood is the logit-Laplace distribution (appendix A.3): pixels are squeezed
+into [eps, 1 - eps] (eps = 0.1) and modelled by a Laplace distribution in logit space, whose
+support is (0, 1) like the pixels'. `logit_laplace_nll` implements it (recon="laplace").
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import checkpoint, config, tokens, train
+
+EPS = 0.1  # the logit-Laplace squeeze of DALL-E
+
+
+def default_config(**overrides) -> dict:
+    cfg = config.pick(
+        smoke=dict(K=32, dim=16, width=16, steps=30, batch=16, n_train=512),
+        cpu=dict(K=128, dim=32, width=64, steps=2000, batch=64, n_train=20_000),
+        gpu=dict(K=512, dim=64, width=128, steps=20_000, batch=128, n_train=100_000),
+    ) | dict(
+        seed=0,
+        lr=2e-3,
+        warmup=100,
+        kl_weight=5e-3,  # beta
+        kl_warmup=0.2,  # fraction of the run over which beta grows from 0
+        tau_start=1.0,
+        tau_end=1 / 16,  # annealed geometrically over the run; tau_end = tau_start: no annealing
+        recon="mse",
+        res=config.image_size(),
+    )
+    return cfg | overrides
+
+
+# --- the pieces, as functions ---------------------------------------------------------------
+
+
+def gumbel_softmax(logits, tau: float, dim: int = 1, hard: bool = False, generator=None):
+    """Relaxed one-hot sample softmax((logits + g) / tau), g ~ Gumbel(0, 1). hard=True returns
+    the argmax one-hot in the forward pass with the soft sample's gradient (straight-through)."""
+    u = torch.rand(logits.shape, generator=generator, device=logits.device)
+    g = -torch.log(-torch.log(u.clamp(1e-9, 1 - 1e-9)))
+    y = F.softmax((logits.float() + g) / tau, dim=dim)
+    if not hard:
+        return y
+    onehot = F.one_hot(y.argmax(dim), y.shape[dim]).movedim(-1, dim).float()
+    return y + (onehot - y).detach()
+
+
+def kl_to_uniform(logits, dim: int = 1):
+    """KL(q || uniform over K) = sum_k q_k log(q_k K) per position, averaged over positions."""
+    logq = F.log_softmax(logits.float(), dim=dim)
+    K = logits.shape[dim]
+    return (logq.exp() * (logq + math.log(K))).sum(dim).mean()
+
+
+def temperature(step: int, steps: int, start: float = 1.0, end: float = 1 / 16) -> float:
+    """Geometric annealing from `start` at step 0 to `end` at the last step."""
+    return start * (end / start) ** (step / max(1, steps - 1))
+
+
+def map_pixels(x01, eps: float = EPS):
+    """Squeeze pixels in [0, 1] into [eps, 1 - eps] (DALL-E's map_pixels)."""
+    return (1 - 2 * eps) * x01 + eps
+
+
+def unmap_pixels(x, eps: float = EPS):
+    """The inverse of `map_pixels`, clamped to [0, 1]."""
+    return ((x - eps) / (1 - 2 * eps)).clamp(0, 1)
+
+
+def logit_laplace_nll(x01, mu, log_b, eps: float = EPS):
+    """Mean negative log-likelihood of pixels x in [0, 1] under the logit-Laplace distribution:
+    f(x | mu, b) = exp(-|logit(x) - mu| / b) / (2 b x (1 - x)), on the squeezed pixels."""
+    x = map_pixels(x01, eps)
+    return (torch.log(2 * x * (1 - x)) + log_b + (torch.logit(x) - mu).abs() / log_b.exp()).mean()
+
+
+# --- the model ------------------------------------------------------------------------------
+
+
+class DVAE(nn.Module):
+    """Encoder -> K logits per cell -> (relaxed) one-hot -> codebook mixture -> decoder."""
+
+    def __init__(self, K=128, dim=32, width=64, recon="mse", steps=1, **_):
+        super().__init__()
+        self.K, self.recon = K, recon
+        self.encoder = tokens.Encoder(K, width)
+        self.embed = nn.Embedding(K, dim)  # the codebook: row k is the vector of code k
+        self.decoder = tokens.Decoder(dim, width, out_ch=6 if recon == "laplace" else 3)
+        self.register_buffer("usage_log", torch.zeros(steps))  # codes used per training batch
+
+    @property
+    def codebook(self):
+        return self.embed.weight
+
+    def encode(self, x):
+        """Images in [-1, 1] -> logits (B, K, h, w)."""
+        return self.encoder(x)
+
+    def tokens(self, x):
+        """Hard tokens (B, h, w): the argmax of the logits."""
+        return self.encode(x).argmax(1)
+
+    def mix(self, y):
+        """Soft (or one-hot) codes (B, K, h, w) -> code vectors (B, dim, h, w)."""
+        return torch.einsum("bkhw,kd->bdhw", y.to(self.codebook.dtype), self.codebook)
+
+    def decode(self, z):
+        """Code vectors (B, dim, h, w) -> images in [-1, 1]."""
+        out = self.decoder(z).float()
+        if self.recon == "laplace":  # the mean of the logit-Laplace: sigmoid(mu), unsqueezed
+            return unmap_pixels(torch.sigmoid(out[:, :3])) * 2 - 1
+        return out.clamp(-1, 1)
+
+    def decode_tokens(self, idx):
+        """Token grids (B, h, w) -> images."""
+        return self.decode(self.embed(idx).permute(0, 3, 1, 2))
+
+    def forward(self, x, tau: float | None = None):
+        """Reconstruction: with soft Gumbel-softmax codes at temperature tau, or hard tokens."""
+        if tau is None:
+            return self.decode_tokens(self.tokens(x))
+        return self.decode(self.mix(gumbel_softmax(self.encode(x), tau)))
+
+    def loss(self, x, step: int, steps: int, cfg: dict):
+        """Negative ELB: reconstruction + beta(step) * KL to the uniform prior."""
+        tau = temperature(step, steps, cfg["tau_start"], cfg["tau_end"])
+        beta = cfg["kl_weight"] * min(1.0, step / max(1, cfg["kl_warmup"] * steps))
+        logits = self.encode(x)
+        out = self.decoder(self.mix(gumbel_softmax(logits, tau))).float()
+        if self.recon == "laplace":
+            rec = logit_laplace_nll((x + 1) / 2, out[:, :3], out[:, 3:].clamp(-5, 5))
+        else:
+            rec = F.mse_loss(out, x)
+        kl = kl_to_uniform(logits)
+        used = logits.argmax(1).unique().numel()
+        if self.training and step < len(self.usage_log):
+            self.usage_log[step] = used
+        logs = {"rec": rec.item(), "kl": kl.item(), "tau": tau, "codes_in_batch": used}
+        return rec + beta * kl, logs
+
+
+def build(cfg: dict) -> DVAE:
+    return DVAE(**cfg)
+
+
+def train_model(model: DVAE, cfg: dict, path, live_plot: bool = True, desc: str = "dVAE"):
+    batch_fn = tokens.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
+    model.to(memory_format=torch.channels_last)
+    dev = config.device()
+    return train.fit(
+        model,
+        lambda m, b: m.loss(
+            b[0].to(dev, memory_format=torch.channels_last), b[1], cfg["steps"], cfg
+        ),
+        batch_fn,
+        steps=cfg["steps"],
+        lr=cfg["lr"],
+        warmup=cfg["warmup"],
+        seed=cfg["seed"],
+        path=path,
+        cfg=cfg,
+        desc=desc,
+        live_plot=live_plot,
+    )
+
+
+def get_dvae(retrain: bool = False, cfg: dict | None = None) -> DVAE:
+    """The trained dVAE of the active profile (or of `cfg`), from the cache or trained now."""
+    cfg = cfg or default_config()
+    model = checkpoint.load_or_train("dvae", cfg, build, train_model, retrain=retrain)
+    return model.requires_grad_(False)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def cli_train(args):
+    model = get_dvae(retrain=getattr(args, "retrain", False))
+    m = tokens.evaluate(model, tokens.held_out_renders())
+    print(
+        f"dVAE: PSNR {m['psnr']:.2f} dB, {m['used']}/{model.K} codes used, "
+        f"perplexity {m['perplexity']:.1f}"
+    )
+
+
+def cli_sample(args):
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    model = get_dvae()
+    data = tokens.held_out_renders(args.n, seed=args.seed)
+    rec = model(data.tensor())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(((rec + 1) / 2).permute(0, 2, 3, 1).numpy()):
+        plt.imsave(out / f"dvae_{i:03d}.png", img.clip(0, 1))
+    print(f"{len(rec)} reconstructions in {out}")
+
+
+def cli_evaluate(args):
+    import json
+
+    from . import judge
+
+    model = get_dvae()
+    data = tokens.held_out_renders(seed=args.seed + 777)
+    m = tokens.evaluate(model, data)
+    table = judge.score(m["reconstructions"], data.captions)
+    row = {"psnr": m["psnr"], "codes used": m["used_frac"], "perplexity": m["perplexity"]}
+    row |= {f"judge {k}": v for k, v in table.items()}
+    print(json.dumps(row) if args.json else "\n".join(f"{k:>16s} {v:.3f}" for k, v in row.items()))
+
+
+def add_cli_arguments(command, parser):
+    if command == "train":
+        parser.add_argument("--retrain", action="store_true")

@@ -1,0 +1,139 @@
+"""Images as tokens: the conv encoder/decoder and the measures shared by the dVAE and VQ-VAE.
+
+Both tokenizers squeeze a 32x32 image into an 8x8 grid of discrete codes (DALL-E: 256x256 into
+32x32 codes out of 8,192, a factor 8 per side; ours: a factor 4). `Encoder` maps pixels to a
+(B, C, 8, 8) grid, `Decoder` maps a (B, D, 8, 8) grid of code vectors back to pixels. The
+helpers measure a tokenizer: PSNR, codebook usage and perplexity, bits per image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import shapes
+
+
+class ResBlock(nn.Module):
+    """x + conv(relu(conv(relu(x)))), the residual unit of the DALL-E dVAE's encoder/decoder."""
+
+    def __init__(self, ch: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(), nn.Conv2d(ch, ch, 1)
+        )
+
+    def forward(self, x):
+        return x + self.net(x)
+
+
+class Encoder(nn.Module):
+    """(B, 3, H, W) in [-1, 1] -> (B, out_ch, H/4, W/4): two stride-2 convs, then residual units."""
+
+    def __init__(self, out_ch: int, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, width, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            ResBlock(2 * width),
+            ResBlock(2 * width),
+            nn.ReLU(),
+            nn.Conv2d(2 * width, out_ch, 1),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """(B, in_ch, h, w) -> (B, out_ch, 4h, 4w): the encoder's mirror, with transposed convs."""
+
+    def __init__(self, in_ch: int, width: int = 64, out_ch: int = 3):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_ch, 2 * width, 3, padding=1),
+            ResBlock(2 * width),
+            ResBlock(2 * width),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(width, out_ch, 4, stride=2, padding=1),
+        )
+
+    def forward(self, z):
+        return self.net(z)
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def image_batches(n: int, batch_size: int, res: int = 32, seed: int = 0):
+    """A batch_fn for `t2i.train.fit`: random batches of n training renders (as (x, step))."""
+    x = shapes.load_dataset(n, res=res, seed=seed).tensor()
+
+    def batch_fn(step, gen):
+        idx = torch.randint(0, len(x), (batch_size,), generator=gen)
+        return x[idx], step
+
+    return batch_fn
+
+
+def held_out_renders(n: int = 1000, res: int = 32, seed: int = 777) -> shapes.ShapesDataset:
+    """Fresh renders never seen in training (the test split, another seed)."""
+    return shapes.make_dataset(n, res=res, seed=seed, split="test")
+
+
+# --- measures -------------------------------------------------------------------------------
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in [-1, 1] (peak-to-peak 2): 10 log10(4/MSE)."""
+    mse = F.mse_loss(x.float().clamp(-1, 1), y.float().clamp(-1, 1)).item()
+    return 10 * math.log10(4.0 / max(mse, 1e-10))
+
+
+def code_usage(idx: torch.Tensor, K: int) -> dict[str, float]:
+    """Counts of each code over a set of token grids, the fraction of codes in use, and the
+    perplexity exp(H) of the codes' frequencies (K if all are used equally, 1 if one is)."""
+    counts = torch.bincount(idx.flatten(), minlength=K).float()
+    p = counts / counts.sum()
+    entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
+    return {
+        "counts": counts,
+        "used": int((counts > 0).sum()),
+        "used_frac": float((counts > 0).float().mean()),
+        "perplexity": math.exp(entropy),
+    }
+
+
+def compression(res: int, grid: int, K: int) -> dict[str, float]:
+    """Bits of an 8-bit RGB image vs bits of its token grid, and their ratio."""
+    pixel_bits = res * res * 3 * 8
+    token_bits = grid * grid * math.log2(K)
+    return {"pixel bits": pixel_bits, "token bits": token_bits, "ratio": pixel_bits / token_bits}
+
+
+@torch.no_grad()
+def evaluate(model, data: shapes.ShapesDataset, batch: int = 500) -> dict[str, float]:
+    """PSNR of a tokenizer's hard-token reconstructions and its codebook usage on `data`."""
+    x = data.tensor()
+    dev = next(model.parameters()).device
+    recs, toks = [], []
+    for i in range(0, len(x), batch):
+        idx = model.tokens(x[i : i + batch].to(dev))
+        toks.append(idx.cpu())
+        recs.append(model.decode_tokens(idx).cpu())
+    rec, idx = torch.cat(recs), torch.cat(toks)
+    usage = code_usage(idx, model.K)
+    return {
+        "psnr": psnr(rec, x),
+        "used": usage["used"],
+        "used_frac": usage["used_frac"],
+        "perplexity": usage["perplexity"],
+        "reconstructions": rec,
+        "tokens": idx,
+    }

@@ -1,0 +1,215 @@
+"""VQ-VAE (van den Oord et al. 2017, arXiv 1711.00937): the tokenizer the field moved to.
+
+The encoder's output z_e at each grid cell snaps to its nearest codebook vector e_k (eq. 1-2).
+The argmin has no gradient, so the decoder's gradient is copied straight through to z_e:
+z_q = z_e + sg[e_k - z_e]. The loss (eq. 3) is reconstruction + beta * ||z_e - sg[e]||^2 (the
+commitment term, beta = 0.25) + ||sg[z_e] - e||^2 (the codebook term), or, instead of that last
+term, the codebook follows an exponential moving average of the vectors assigned to each code
+(appendix A.1; Razavi et al. 2019). Codes nobody picks are restarted on a random encoder
+output of the batch (dead-code restart), which keeps the whole codebook in use.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import checkpoint, config, tokens, train
+
+
+def default_config() -> dict:
+    return config.pick(
+        smoke=dict(K=64, dim=16, width=16, steps=30, batch=16, n_train=512),
+        cpu=dict(K=512, dim=32, width=64, steps=2200, batch=64, n_train=20_000),
+        gpu=dict(K=1024, dim=64, width=128, steps=20_000, batch=128, n_train=100_000),
+    ) | dict(
+        seed=0,
+        lr=2e-3,
+        warmup=100,
+        beta=0.25,
+        codebook="ema",
+        decay=0.95,
+        restart=0.03,
+        res=config.image_size(),
+    )
+
+
+class VQVAE(nn.Module):
+    """encode -> quantize -> decode, with an EMA (or learned) codebook of K vectors of size dim."""
+
+    def __init__(
+        self,
+        K=512,
+        dim=32,
+        width=64,
+        beta=0.25,
+        codebook="ema",
+        decay=0.95,
+        restart=0.03,
+        steps=1,
+        **_,
+    ):
+        super().__init__()
+        self.register_buffer("usage_log", torch.zeros(steps))  # codes used per training batch
+        self.K, self.beta, self.decay, self.restart = K, beta, decay, restart
+        self.encoder = tokens.Encoder(dim, width)
+        self.decoder = tokens.Decoder(dim, width)
+        init = torch.randn(K, dim) * 0.1
+        if codebook == "ema":
+            self.register_buffer("codebook", init)
+            self.register_buffer("ema_count", torch.ones(K))
+            self.register_buffer("ema_sum", init.clone())
+        else:
+            self.codebook = nn.Parameter(init)
+        self.ema = codebook == "ema"
+
+    def encode(self, x):
+        """(B, 3, H, W) in [-1, 1] -> continuous latents z_e (B, dim, H/4, W/4)."""
+        return self.encoder(x)
+
+    def nearest(self, z_e):
+        """Index of the nearest code (squared Euclidean distance) at each cell: (B, h, w)."""
+        z = z_e.float().permute(0, 2, 3, 1)  # (B, h, w, D)
+        with torch.autocast(z.device.type, enabled=False):  # distances in full precision
+            d = (z**2).sum(-1, keepdim=True) - 2 * z @ self.codebook.T + (self.codebook**2).sum(-1)
+        return d.argmin(-1)
+
+    def quantize(self, z_e):
+        """(z_q, idx): the nearest codebook vectors, with a straight-through gradient to z_e."""
+        idx = self.nearest(z_e)
+        e = self.codebook[idx].permute(0, 3, 1, 2)
+        z = z_e.float()
+        return z + (e - z).detach(), idx
+
+    def decode(self, z_q):
+        """Code vectors (B, dim, h, w) -> images (B, 3, 4h, 4w) in [-1, 1]."""
+        return self.decoder(z_q).float().clamp(-1, 1)
+
+    def tokens(self, x):
+        """Images -> token grids (B, h, w) of code indices."""
+        return self.nearest(self.encode(x))
+
+    def decode_tokens(self, idx):
+        """Token grids (B, h, w) -> images."""
+        return self.decode(self.codebook[idx].permute(0, 3, 1, 2))
+
+    def forward(self, x):
+        z_q, _ = self.quantize(self.encode(x))
+        return self.decode(z_q)
+
+    def loss(self, x, step=None):
+        """Reconstruction MSE + beta * commitment (+ codebook term if not EMA); EMA update and
+        dead-code restart in training mode. Returns (loss, logs)."""
+        z_e = self.encode(x).float()
+        idx = self.nearest(z_e)
+        e = self.codebook[idx].permute(0, 3, 1, 2)
+        commit = F.mse_loss(z_e, e.detach())
+        loss = self.beta * commit
+        if not self.ema:
+            loss = loss + F.mse_loss(e, z_e.detach())
+        elif self.training:
+            self._ema_update(z_e.detach(), idx)
+        rec = self.decoder(z_e + (e - z_e).detach()).float()
+        mse = F.mse_loss(rec, x)
+        used = idx.unique().numel()
+        if self.training and step is not None and step < len(self.usage_log):
+            self.usage_log[step] = used
+        return mse + loss, {"mse": mse.item(), "commit": commit.item(), "codes_in_batch": used}
+
+    @torch.no_grad()
+    def _ema_update(self, z_e, idx):
+        with torch.autocast(z_e.device.type, enabled=False):
+            self._ema_update_fp32(z_e.float(), idx)
+
+    def _ema_update_fp32(self, z_e, idx):
+        z = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])
+        onehot = F.one_hot(idx.flatten(), self.K).float()
+        self.ema_count.lerp_(onehot.sum(0), 1 - self.decay)
+        self.ema_sum.lerp_(onehot.T @ z, 1 - self.decay)
+        n = self.ema_count.sum()
+        count = (self.ema_count + 1e-5) / (n + self.K * 1e-5) * n  # Laplace smoothing
+        self.codebook.copy_(self.ema_sum / count[:, None])
+        # Dead-code restart: a code whose share fell below `restart` of its fair share (1/K)
+        # moves onto a random encoder output of this batch.
+        dead = self.ema_count < self.restart * n / self.K
+        if dead.any():
+            pick = z[torch.randint(0, len(z), (int(dead.sum()),), device=z.device)]
+            self.codebook[dead] = pick
+            self.ema_sum[dead] = pick
+            self.ema_count[dead] = n / self.K
+
+
+def build(cfg: dict) -> VQVAE:
+    return VQVAE(**cfg)
+
+
+def train_model(model: VQVAE, cfg: dict, path, live_plot: bool = True):
+    batch_fn = tokens.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
+    model.to(memory_format=torch.channels_last)
+    return train.fit(
+        model,
+        lambda m, b: m.loss(b[0].to(config.device(), memory_format=torch.channels_last), b[1]),
+        batch_fn,
+        steps=cfg["steps"],
+        lr=cfg["lr"],
+        warmup=cfg["warmup"],
+        seed=cfg["seed"],
+        path=path,
+        cfg=cfg,
+        desc="VQ-VAE",
+        live_plot=live_plot,
+    )
+
+
+def get_vqvae(retrain: bool = False, cfg: dict | None = None) -> VQVAE:
+    """The trained VQ-VAE of the active profile, from the cache or trained now (eval mode)."""
+    cfg = cfg or default_config()
+    model = checkpoint.load_or_train("vqvae", cfg, build, train_model, retrain=retrain)
+    return model.requires_grad_(False)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def cli_train(args):
+    model = get_vqvae(retrain=getattr(args, "retrain", False))
+    m = tokens.evaluate(model, tokens.held_out_renders())
+    print(
+        f"VQ-VAE: PSNR {m['psnr']:.2f} dB, {m['used']}/{model.K} codes used, "
+        f"perplexity {m['perplexity']:.1f}"
+    )
+
+
+def cli_sample(args):
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    model = get_vqvae()
+    data = tokens.held_out_renders(args.n, seed=args.seed)
+    rec = model.decode_tokens(model.tokens(data.tensor()))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(((rec + 1) / 2).permute(0, 2, 3, 1).numpy()):
+        plt.imsave(out / f"vqvae_{i:03d}.png", img.clip(0, 1))
+    print(f"{len(rec)} reconstructions in {out}")
+
+
+def cli_evaluate(args):
+    import json
+
+    from . import judge
+
+    model = get_vqvae()
+    data = tokens.held_out_renders(seed=args.seed + 777)
+    m = tokens.evaluate(model, data)
+    table = judge.score(m["reconstructions"], data.captions)
+    row = {"psnr": m["psnr"], "codes used": m["used_frac"], "perplexity": m["perplexity"]}
+    row |= {f"judge {k}": v for k, v in table.items()}
+    print(json.dumps(row) if args.json else "\n".join(f"{k:>16s} {v:.3f}" for k, v in row.items()))
+
+
+def add_cli_arguments(command, parser):
+    if command == "train":
+        parser.add_argument("--retrain", action="store_true")
