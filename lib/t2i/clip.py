@@ -1,0 +1,445 @@
+"""CLIP: contrastive language-image pre-training (Radford et al. 2021, arXiv 2103.00020).
+
+Two towers map an image and a caption into one space; training pulls the N matching pairs of a
+batch together and pushes the N^2 - N others apart (the symmetric InfoNCE loss of the paper's
+Figure 3 pseudocode):
+
+    logits = exp(t) * normalize(I) @ normalize(T).T        t learnable, init log(1/0.07), <= log 100
+    loss   = (cross_entropy(logits, targets) + cross_entropy(logits.T, targets.T)) / 2
+
+Image tower: a small CNN that keeps the 4x4 spatial grid to the end (flattened, not pooled), so
+position survives; at 32x32 it is several times cheaper than a ViT on CPU. Text tower: a causal
+transformer (`t2i.nn.Block`) whose feature at the EOT token is the caption's embedding, as in
+openai/CLIP's model.py.
+
+Duplicates: a partial caption ("a red circle") is true of every red circle in the batch, so the
+diagonal is not the only right answer. The target of row i spreads its probability equally over
+every image that caption i truly describes (known from the scenes), instead of calling those
+images negatives.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import checkpoint, config, shapes, train, typography
+from . import nn as t2i_nn
+from .tokenizer import Tokenizer
+
+TOKENIZER = Tokenizer()
+
+# --- the two towers ---------------------------------------------------------------------------
+
+
+def _conv(c_in, c_out, stride=1):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1), nn.GroupNorm(8, c_out), nn.GELU())
+
+
+class ImageEncoder(nn.Module):
+    """CNN: a 2x2 patchify stem, then stride-2 stages down to 4x4, flattened and projected."""
+
+    def __init__(self, res: int, width: int, embed: int):
+        super().__init__()
+        layers = [nn.Conv2d(3, width, 2, 2), nn.GroupNorm(8, width), nn.GELU()]
+        c = width
+        for k in range(int(math.log2(res // 8))):
+            c_out = min(width * 2 ** (k + 1), 4 * width)
+            layers += [_conv(c, c), _conv(c, c_out, stride=2)]
+            c = c_out
+        self.net = nn.Sequential(*layers)
+        self.proj = nn.Linear(c * 16, embed)
+
+    def forward(self, x):
+        return self.proj(self.net(x).flatten(1))
+
+
+class TextEncoder(nn.Module):
+    """Causal transformer over [BOS, words, EOS, PAD...]; the EOS feature is the output."""
+
+    def __init__(self, vocab: int, context: int, d: int, layers: int, heads: int, embed: int):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.randn(context, d) * 0.01)
+        self.blocks = nn.ModuleList(t2i_nn.Block(d, heads) for _ in range(layers))
+        self.ln = nn.LayerNorm(d)
+        self.proj = nn.Linear(d, embed, bias=False)
+
+    def forward(self, tokens):
+        # Columns after the longest caption's EOT are padding no EOT can see (causal): drop them.
+        tokens = tokens[:, : int(TOKENIZER.eot_index(tokens).max()) + 1]
+        x = self.tok(tokens) + self.pos[: tokens.shape[1]]
+        for block in self.blocks:
+            x = block(x, causal=True)  # causal: the EOT token has read the whole caption
+        x = self.ln(x)
+        return self.proj(eot_pool(x, tokens))
+
+
+def eot_pool(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """The feature (B, d) at each sequence's EOT position of x (B, T, d)."""
+    return x[torch.arange(len(x), device=x.device), TOKENIZER.eot_index(tokens)]
+
+
+class CLIP(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.visual = ImageEncoder(cfg["res"], cfg["width"], cfg["embed"])
+        self.text = TextEncoder(
+            len(TOKENIZER),
+            TOKENIZER.context_length,
+            cfg["d"],
+            cfg["layers"],
+            cfg["heads"],
+            cfg["embed"],
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.res = cfg["res"]
+
+    def scale(self) -> torch.Tensor:
+        """exp(t), clamped at 100 so training cannot make the logits explode (paper sec. 2.5)."""
+        return self.logit_scale.exp().clamp(max=100.0)
+
+    def encode_image(self, x):
+        """Unit-norm embeddings (B, embed) of images (B, 3, res, res) in [-1, 1]."""
+        return F.normalize(self.visual(x).float(), dim=-1)
+
+    def encode_text(self, texts):
+        """Unit-norm embeddings of captions (a list of strings, or a token tensor)."""
+        tokens = TOKENIZER(texts) if not torch.is_tensor(texts) else texts
+        tokens = tokens.to(self.logit_scale.device)
+        return F.normalize(self.text(tokens).float(), dim=-1)
+
+    def forward(self, images, texts):
+        """Logits (B_images, B_texts): scaled cosine similarities."""
+        return self.scale() * self.encode_image(images) @ self.encode_text(texts).T
+
+
+def contrastive_loss(logits: torch.Tensor, positives: torch.Tensor | None = None):
+    """Symmetric InfoNCE over a square logits matrix (images x texts).
+
+    positives: optional bool (B, B), True where text j truly describes image i (the diagonal
+    and any duplicates); each row's (and column's) target is uniform over its positives.
+    """
+    if positives is None:
+        positives = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+    p = positives.float()
+    loss_i = F.cross_entropy(logits, p / p.sum(1, keepdim=True))
+    loss_t = F.cross_entropy(logits.T, p.T / p.T.sum(1, keepdim=True))
+    return (loss_i + loss_t) / 2
+
+
+# --- training data: shapes-world pairs, some captions partial, some images with words -------
+
+_ANY = -1
+
+
+def _partial_caption(s: shapes.Scenes, i: int, keep: np.ndarray, rng) -> str:
+    """A one-object caption naming the shape and the kept facts (size, colour, position)."""
+    words = [["a", "there is a", "a picture of a", "an image of a"][rng.integers(4)]]
+    if keep[0]:
+        words.append(shapes.SIZES[s.size[i, 0]])
+    if keep[1]:
+        words.append(shapes.COLOR_NAMES[s.color[i, 0]])
+    words.append(shapes.SHAPES[s.shape[i, 0]])
+    if keep[2]:
+        words.append(shapes._position_phrase(s.cell[i, 0], rng))
+    return " ".join(words)
+
+
+def make_pairs(n: int, seed: int, cfg: dict):
+    """n training pairs: images (n, 3, res, res) in [-1, 1], captions, and the (n, n) matrix of
+    which caption truly describes which image.
+
+    One-object scenes get a partial caption with probability cfg["partial"] (each of size,
+    colour and position kept with probability 1/2), so short prompts like "a red circle" are
+    in distribution. A fraction cfg["text_images"] of one-object images carry their colour's
+    name written in ink (text that agrees with the picture, like a label on a product), and a
+    fraction cfg["word_only"] are just a written word captioned by that word: the toy version of
+    the text-bearing images CLIP learned to read from.
+    """
+    rng = np.random.default_rng(seed)
+    s = shapes.sample_scenes(n, seed=seed, split="train")
+    images = shapes.render(s, cfg["res"])
+    captions = shapes.caption(s, seed=seed)
+    one = s.count == 1
+    # What each one-object caption claims (size, colour, shape, cell); _ANY where unsaid.
+    claim = np.full((n, 4), _ANY)
+    claim[one] = np.stack([s.size[one, 0], s.color[one, 0], s.shape[one, 0], s.cell[one, 0]], 1)
+    for i in np.flatnonzero(one & (rng.random(n) < cfg["partial"])):
+        keep = rng.random(3) < 0.5
+        captions[i] = _partial_caption(s, i, keep, rng)
+        claim[i, [0, 1, 3]] = np.where(keep, claim[i, [0, 1, 3]], _ANY)
+    text = np.flatnonzero(one & (rng.random(n) < cfg["text_images"]))
+    names = [shapes.COLOR_NAMES[c] for c in s.color[text, 0]]
+    images[text] = typography.stamp(images[text], names, typography.free_row(s[text], cfg["res"]))
+    word_only = np.flatnonzero(~one & (rng.random(n) < cfg["word_only"]))
+    vocab = shapes.COLOR_NAMES + shapes.SHAPES
+    picks = [vocab[k] for k in rng.integers(len(vocab), size=len(word_only))]
+    images[word_only] = shapes.BACKGROUND
+    images[word_only] = typography.stamp(
+        images[word_only], picks, rng.integers(1, cfg["res"] - 6, len(word_only))
+    )
+    for i, w in zip(word_only, picks):
+        captions[i] = w
+    one[word_only] = False
+    # Caption i describes image j when both are one-object and every claim of i holds in j.
+    truth = np.stack([s.size[:, 0], s.color[:, 0], s.shape[:, 0], s.cell[:, 0]], 1)
+    holds = ((claim[:, None] == _ANY) | (claim[:, None] == truth[None])).all(-1)
+    positives = (holds & one[:, None] & one[None]).T | np.eye(n, dtype=bool)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return x, captions, torch.from_numpy(positives)
+
+
+# --- configuration and training -----------------------------------------------------------
+
+
+def default_config() -> dict:
+    return dict(
+        res=config.image_size(),
+        width=config.pick(smoke=8, cpu=32, gpu=64),
+        d=config.pick(smoke=32, cpu=128, gpu=256),
+        layers=config.pick(smoke=1, cpu=2, gpu=4),
+        heads=4,
+        embed=config.pick(smoke=32, cpu=128, gpu=256),
+        batch=config.pick(smoke=32, cpu=256, gpu=512),
+        steps=config.pick(smoke=30, cpu=600, gpu=3000),
+        lr=config.pick(smoke=2e-3, cpu=1e-3, gpu=5e-4),
+        warmup=config.pick(smoke=5, cpu=50, gpu=200),
+        weight_decay=0.1,
+        partial=0.5,
+        text_images=0.15,
+        word_only=0.05,
+        seed=0,
+    )
+
+
+def train_clip(model: CLIP, cfg: dict, path=None, live_plot: bool = True) -> train.History:
+    """Fit CLIP with the course's trainer on freshly drawn pairs every step."""
+    dev = next(model.parameters()).device
+
+    def batch_fn(step, gen):
+        seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
+        x, captions, pos = make_pairs(cfg["batch"], seed, cfg)
+        return x.to(dev), TOKENIZER(captions).to(dev), pos.to(dev)
+
+    def loss_fn(m, batch):
+        x, tokens, pos = batch
+        logits = m(x, tokens)
+        acc = (logits.argmax(1) == torch.arange(len(x), device=x.device)).float().mean()
+        return contrastive_loss(logits, pos), {"scale": m.scale().item(), "acc": acc.item()}
+
+    return train.fit(
+        model,
+        loss_fn,
+        batch_fn,
+        cfg["steps"],
+        lr=cfg["lr"],
+        warmup=cfg["warmup"],
+        weight_decay=cfg["weight_decay"],
+        seed=cfg["seed"],
+        path=path,
+        cfg=cfg,
+        desc="CLIP",
+        live_plot=live_plot,
+    )
+
+
+def get_clip(retrain: bool = False, cfg: dict | None = None) -> CLIP:
+    """The course's CLIP for the active profile, from the cache or trained now."""
+    cfg = cfg or default_config()
+    return checkpoint.load_or_train(
+        "clip", cfg, CLIP, lambda m, c, p: train_clip(m, c, p), retrain=retrain
+    )
+
+
+# --- zero-shot classification -------------------------------------------------------------
+
+PREFIXES = ["a", "there is a", "a picture of a", "an image of a"]
+POSITION_PHRASES = [
+    "at the top left", "at the top", "at the top right", "on the left", "in the center",
+    "on the right", "at the bottom left", "at the bottom", "at the bottom right",
+]  # fmt: skip
+# Class names per attribute, in the order of the shapes world's indices.
+CLASSES = {
+    "color": shapes.COLOR_NAMES,
+    "shape": shapes.SHAPES,
+    "size": shapes.SIZES,
+    "position": POSITION_PHRASES,
+}
+# Templates per attribute ("{}" is the class name); the first one is the single-prompt baseline,
+# the ensemble uses them all, like the 80 ImageNet templates of openai/CLIP's notebook.
+TEMPLATES = {
+    "color": [f"{p} {{}} {s}" for p in PREFIXES for s in shapes.SHAPES],
+    "shape": [f"{p} {z}{{}}" for z in ["", "small ", "large "] for p in PREFIXES],
+    "size": [f"{p} {{}} {s}" for p in PREFIXES for s in shapes.SHAPES],
+    "position": [f"{p} {s} {{}}" for p in PREFIXES for s in shapes.SHAPES],
+}
+
+
+@torch.no_grad()
+def class_embeddings(model: CLIP, classes: list[str], templates: list[str]) -> torch.Tensor:
+    """(n_classes, embed): each class's template embeddings averaged, then renormalised."""
+    texts = [t.format(c) for c in classes for t in templates]
+    emb = model.encode_text(texts).view(len(classes), len(templates), -1)
+    return F.normalize(emb.mean(1), dim=-1)
+
+
+@torch.no_grad()
+def embed_images(model: CLIP, images, batch: int = 512) -> torch.Tensor:
+    """Unit embeddings of images ((n, 3, H, W) in [-1, 1], or uint8 (n, H, W, 3))."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+    dev = model.logit_scale.device
+    return torch.cat(
+        [model.encode_image(images[k : k + batch].to(dev)) for k in range(0, len(images), batch)]
+    )
+
+
+@torch.no_grad()
+def zero_shot(model: CLIP, images, attribute: str, ensemble: bool = True) -> torch.Tensor:
+    """Predicted class index per image for an attribute, from text prompts alone."""
+    templates = TEMPLATES[attribute] if ensemble else TEMPLATES[attribute][:1]
+    classes = class_embeddings(model, CLASSES[attribute], templates)
+    return (embed_images(model, images) @ classes.T).argmax(1).cpu()
+
+
+def single_object_test(n: int, seed: int = 1234, res: int | None = None):
+    """Fresh one-object renders of the test split and their true class per attribute."""
+    s = shapes.sample_scenes(n, seed=seed, split="test", counts=(1,))
+    truth = {"color": s.color[:, 0], "shape": s.shape[:, 0], "size": s.size[:, 0],
+             "position": s.cell[:, 0]}  # fmt: skip
+    return shapes.render(s, res or config.image_size()), truth
+
+
+def zero_shot_table(model: CLIP, n: int = 600, seed: int = 1234) -> dict[str, dict[str, float]]:
+    """Zero-shot accuracy per attribute on one-object renders: one template vs the ensemble."""
+    images, truth = single_object_test(n, seed, model.res)
+    table = {}
+    for name, ensemble in [("one template", False), ("ensemble", True)]:
+        table[name] = {
+            a: float((zero_shot(model, images, a, ensemble).numpy() == truth[a]).mean())
+            for a in CLASSES
+        }
+    return table
+
+
+# --- retrieval, binding, typography, context length ------------------------------------------
+
+
+@torch.no_grad()
+def retrieval(model: CLIP, n: int = 1000, seed: int = 4321) -> dict[str, float]:
+    """Recall@1 and @5 among n held-out test pairs, text->image and image->text."""
+    ds = shapes.make_dataset(n, res=model.res, seed=seed, split="test")
+    sim = embed_images(model, ds.images) @ _embed_texts(model, ds.captions).T  # (images, texts)
+    out = {}
+    for name, s in [("text->image", sim.T), ("image->text", sim)]:
+        rank = (s > s.diag()[:, None]).sum(1)  # how many beat the right answer
+        out[f"{name} R@1"] = float((rank < 1).float().mean())
+        out[f"{name} R@5"] = float((rank < 5).float().mean())
+    return out
+
+
+@torch.no_grad()
+def _embed_texts(model: CLIP, texts: list[str], batch: int = 512) -> torch.Tensor:
+    return torch.cat([model.encode_text(texts[k : k + batch]) for k in range(0, len(texts), batch)])
+
+
+def _noun(s, i, j, color=None):
+    c = shapes.COLOR_NAMES[s.color[i, j] if color is None else color]
+    return f"{shapes.SIZES[s.size[i, j]]} {c} {shapes.SHAPES[s.shape[i, j]]}"
+
+
+@torch.no_grad()
+def binding_test(model: CLIP, n: int = 400, seed: int = 99) -> dict[str, float]:
+    """Attribute binding: for two-object test scenes, how often CLIP scores the true caption
+    above the one with the two colours swapped ("a red square above a blue circle" vs "a blue
+    square above a red circle"), per relation word ("and" = no relation stated)."""
+    s = shapes.sample_scenes(n, seed=seed, split="test", counts=(2,))
+    images = shapes.render(s, model.res)
+    relations = shapes.RELATIONS + ["and"]
+    true, swapped, rel = [], [], []
+    for i in range(n):
+        r = shapes.RELATIONS[s.relation[i]] if i % 5 else "and"
+        word = "and a" if r == "and" else ("to the " + r if "of" in r else r) + " a"
+        a, b = _noun(s, i, 0), _noun(s, i, 1)
+        a2, b2 = _noun(s, i, 0, s.color[i, 1]), _noun(s, i, 1, s.color[i, 0])
+        true.append(f"a {a} {word} {b}")
+        swapped.append(f"a {a2} {word} {b2}")
+        rel.append(r)
+    img = embed_images(model, images)
+    wins = (img * _embed_texts(model, true)).sum(1) > (img * _embed_texts(model, swapped)).sum(1)
+    rel = np.array(rel)
+    out = {r: float(wins.numpy()[rel == r].mean()) for r in relations if (rel == r).any()}
+    out["all"] = float(wins.float().mean())
+    return out
+
+
+@torch.no_grad()
+def typographic_attack(model: CLIP, n: int = 300, seed: int = 7) -> dict[str, float]:
+    """Zero-shot colour on one-object renders: clean, with the true colour's name written in,
+    and with another colour's name written in; "follows the word" = CLIP answers the written
+    colour instead of the painted one."""
+    images, truth = single_object_test(n, seed, model.res)
+    s = shapes.sample_scenes(n, seed=seed, split="test", counts=(1,))
+    rng = np.random.default_rng(seed)
+    wrong = (truth["color"] + rng.integers(1, len(shapes.COLORS), n)) % len(shapes.COLORS)
+    rows = typography.free_row(s, model.res)
+    out = {"clean": float((zero_shot(model, images, "color").numpy() == truth["color"]).mean())}
+    for name, words in [("true word", truth["color"]), ("wrong word", wrong)]:
+        x = typography.stamp(images, [shapes.COLOR_NAMES[k] for k in words], rows)
+        pred = zero_shot(model, x, "color").numpy()
+        out[name] = float((pred == truth["color"]).mean())
+        if name == "wrong word":
+            out["follows the word"] = float((pred == wrong).mean())
+    return out
+
+
+# --- reranking generated samples ------------------------------------------------------------
+
+
+@torch.no_grad()
+def clip_scores(model: CLIP, images, captions: list[str]) -> torch.Tensor:
+    """Cosine similarity between each image and its caption (n,)."""
+    return (embed_images(model, images) * _embed_texts(model, captions)).sum(1).cpu()
+
+
+def rerank(model: CLIP, images: torch.Tensor, prompts: list[str], n_keep: int = 1):
+    """Images (P * N, ...) holding N samples for each of P prompts (prompt-major): the n_keep
+    best per prompt by CLIP score, as DALL-E reranked 512 samples with CLIP (P * n_keep, ...)."""
+    n = len(images) // len(prompts)
+    captions = [p for p in prompts for _ in range(n)]
+    scores = clip_scores(model, images, captions).view(len(prompts), n)
+    best = scores.topk(n_keep, dim=1).indices + torch.arange(len(prompts))[:, None] * n
+    return images[best.flatten()]
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def cli_train(args):
+    model = get_clip(retrain=getattr(args, "retrain", False))
+    print(f"CLIP: {t2i_nn.count_parameters(model):,} parameters, scale {model.scale():.1f}")
+
+
+def cli_evaluate(args):
+    import json
+
+    model = get_clip()
+    table = zero_shot_table(model)
+    numbers = {f"zero-shot {k} {a}": v for k, row in table.items() for a, v in row.items()}
+    numbers.update(retrieval(model))
+    numbers.update({f"binding {k}": v for k, v in binding_test(model).items()})
+    if args.json:
+        print(json.dumps(numbers))
+    else:
+        for k, v in numbers.items():
+            print(f"{k:32s} {v:.3f}")
+
+
+def add_cli_arguments(command, parser):
+    if command == "train":
+        parser.add_argument("--retrain", action="store_true", help="ignore the cache")
