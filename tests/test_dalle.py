@@ -1,0 +1,100 @@
+"""DALL-E: masks, own padding tokens, loss weighting, top-k, seeded and primed sampling."""
+
+import torch
+import torch.nn.functional as F
+
+from t2i import checkpoint, dalle, vqvae
+
+
+def tiny(layers="dense"):
+    torch.manual_seed(0)
+    return dalle.DALLE(
+        vqvae.VQVAE(K=16, dim=8, width=8), d=32, n_layers=2, n_heads=2, text_len=12, layers=layers
+    ).eval()
+
+
+def test_attention_mask_parts():
+    m = dalle.attention_mask(text_len=3, grid=2, pattern="dense")
+    assert torch.equal(m, torch.ones(7, 7, dtype=torch.bool).tril())
+    row = dalle.attention_mask(3, 2, "row")
+    assert row[3 + 2, :3].all()  # image tokens see all text
+    assert not row[3 + 2, 3 + 1]  # token (1, 0) does not see (0, 1): another row
+    assert row[3 + 3, 3 + 2] and not row[3 + 2, 3 + 3]  # same row, causal
+    col = dalle.attention_mask(3, 2, "column")
+    assert col[3 + 2, 3 + 0] and not col[3 + 2, 3 + 1]
+    conv = dalle.attention_mask(3, 4, "conv")
+    q = 3 + 2 * 4 + 2  # token (2, 2)
+    assert conv[q, 3 + 1 * 4 + 1] and not conv[q, 3 + 0 * 4 + 0]  # 3x3 window only
+    for pattern in dalle.PATTERNS:  # never the future
+        assert not dalle.attention_mask(3, 4, pattern).triu(1).any()
+
+
+def test_no_future_token_leaks():
+    for layers in ("dense", ["row", "column"], ["conv", "dense"]):
+        model = tiny(layers)
+        text = model.text_tokens(["a red circle", "a blue square"])
+        image = torch.randint(0, 16, (2, 63))
+        base = model(text, image)
+        changed = image.clone()
+        changed[:, 40:] = (changed[:, 40:] + 1) % 16
+        out = model(text, changed)
+        p = model.text_len + 40  # logits at p read tokens up to p; image token 40 sits at p
+        torch.testing.assert_close(out[:, :p], base[:, :p])
+        assert not torch.allclose(out[:, p:], base[:, p:])
+
+
+def test_own_padding_tokens_and_logits_mask():
+    model = tiny()
+    text = model.text_tokens(["a red circle"])[0]
+    pads = text[5:]  # BOS a red circle EOS, then padding
+    assert len(set(pads.tolist())) == len(pads)  # one padding token per position
+    assert pads.min() >= len(model.tok)
+    logits = model(model.text_tokens(["a red circle"]), torch.zeros(1, 63, dtype=torch.long))
+    text_part, image_part = logits[0, :, : model.text_vocab], logits[0, :, model.text_vocab :]
+    L = model.text_len
+    assert torch.isinf(image_part[: L - 1]).all() and torch.isfinite(text_part[: L - 1]).all()
+    assert torch.isinf(text_part[L - 1 :]).all() and torch.isfinite(image_part[L - 1 :]).all()
+
+
+def test_loss_weights_text_one_eighth_image_seven_eighths():
+    model = tiny()
+    text = model.text_tokens(["a red circle", "a small blue square at the top"])
+    image = torch.randint(0, 16, (2, 64))
+    loss, logs = model.loss(text, image)
+    logits = model(text, image[:, :-1])
+    L = model.text_len
+    t = F.cross_entropy(logits[:, : L - 1].transpose(1, 2), text[:, 1:])
+    i = F.cross_entropy(logits[:, L - 1 :].transpose(1, 2), image + model.text_vocab)
+    torch.testing.assert_close(loss, t / 8 + 7 * i / 8)
+    assert abs(logs["text"] - t.item()) < 1e-5
+
+
+def test_top_k_keeps_exactly_k():
+    logits = torch.tensor([[0.1, 3.0, -1.0, 2.0, 0.5, 1.0, -2.0, 0.0, 4.0, 0.2]])
+    kept = torch.isfinite(dalle.top_k_filter(logits, 3))
+    assert kept.sum() == 3 and kept[0, [1, 3, 8]].all()
+    assert torch.isfinite(dalle.top_k_filter(logits, 0.5)).sum() == 5  # a fraction of the vocab
+    assert torch.isfinite(dalle.top_k_filter(logits, None)).all()
+
+
+def test_sampling_is_reproducible_and_priming_keeps_tokens():
+    model = tiny()
+    text = model.text_tokens(["a red circle"] * 3)
+    a = dalle.sample_tokens(model, text, seed=1)
+    b = dalle.sample_tokens(model, text, seed=1)
+    c = dalle.sample_tokens(model, text, seed=2)
+    assert a.shape == (3, 8, 8) and torch.equal(a, b) and not torch.equal(a, c)
+    prime = torch.randint(0, 16, (3, 24))
+    out = dalle.sample_tokens(model, text, seed=3, prime=prime)
+    assert torch.equal(out.flatten(1)[:, :24], prime)
+    greedy = dalle.sample_tokens(model, text, top_k=1, seed=4)
+    assert (greedy == greedy[0]).all()  # top-1: no randomness left, same caption, same image
+
+
+def test_dalle_trains_and_generates(tmp_path, monkeypatch):
+    monkeypatch.setenv("T2I_DATA", str(tmp_path))
+    model = dalle.get_dalle()
+    hist = checkpoint.load(checkpoint.path_for("dalle", dalle.default_config()))["history"]
+    assert sum(hist[-3:]) < sum(hist[:3])
+    images = dalle.generate(model, ["a red circle", "a red circle", "a blue square"], top_k=8)
+    assert images.shape == (3, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
