@@ -63,7 +63,7 @@ def cutouts(x: torch.Tensor, n: int, gen: torch.Generator, min_frac: float = 0.6
     MakeCutouts): (n * B, 3, H, W)."""
     N = n * len(x)
     size = min_frac + (1 - min_frac) * torch.rand(N, generator=gen)
-    shift = (1 - size) * (2 * torch.rand(N, 2, generator=gen) - 1)
+    shift = (1 - size)[:, None] * (2 * torch.rand(N, 2, generator=gen) - 1)
     zero = torch.zeros(N)
     theta = torch.stack(
         [torch.stack([size, zero, shift[:, 0]], 1), torch.stack([zero, size, shift[:, 1]], 1)], 1

@@ -1,0 +1,126 @@
+"""CLIP (t2i.clip) and the typographic attack's font (t2i.typography), at the smoke profile."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from t2i import clip, judge, shapes, typography
+
+
+@pytest.fixture(autouse=True)
+def smoke(monkeypatch, tmp_path):
+    monkeypatch.setenv("T2I_PROFILE", "smoke")
+    monkeypatch.setenv("T2I_DATA", str(tmp_path))
+
+
+def small_clip():
+    torch.manual_seed(0)
+    return clip.CLIP(clip.default_config()).eval()
+
+
+def test_loss_is_symmetric_and_log_batch_for_random_embeddings():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(16, 16, generator=g)
+    assert torch.allclose(clip.contrastive_loss(logits), clip.contrastive_loss(logits.T))
+    # Random unit vectors in a high dimension are nearly orthogonal: at scale 1 every logit is
+    # about 0, so each row's softmax is about uniform and the loss is about log(batch).
+    a = F.normalize(torch.randn(64, 2048, generator=g), dim=-1)
+    b = F.normalize(torch.randn(64, 2048, generator=g), dim=-1)
+    assert clip.contrastive_loss(a @ b.T).item() == pytest.approx(math.log(64), abs=0.02)
+
+
+def test_loss_by_hand_with_a_duplicate():
+    # Two images, two identical captions: with the duplicate-aware target each row is uniform
+    # over both, so equal logits give the minimum, log(1) + entropy = log 2, in both directions.
+    logits = torch.tensor([[3.0, 3.0], [3.0, 3.0]])
+    both = torch.ones(2, 2, dtype=torch.bool)
+    assert clip.contrastive_loss(logits, both).item() == pytest.approx(math.log(2), abs=1e-6)
+    # With the plain target the same logits cost log 2 as well, but a model that separates
+    # the duplicates is rewarded only by the plain target.
+    sharp = torch.tensor([[9.0, 0.0], [0.0, 9.0]])
+    assert clip.contrastive_loss(sharp).item() < 0.01
+    assert clip.contrastive_loss(sharp, both).item() > 3.0
+
+
+def test_logit_scale_init_and_clamp():
+    model = small_clip()
+    assert model.scale().item() == pytest.approx(1 / 0.07, rel=1e-5)
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)
+    assert model.scale().item() == pytest.approx(100.0)
+
+
+def test_eot_pooling_picks_the_eot_position():
+    tokens = clip.TOKENIZER(["a red circle", "there is a large blue square at the top"])
+    x = torch.arange(tokens.shape[1], dtype=torch.float32)[None, :, None].expand(2, -1, 3)
+    pooled = clip.eot_pool(x, tokens)
+    assert pooled[:, 0].tolist() == [4.0, 10.0]  # BOS + 3 words -> EOS at 4; BOS + 9 -> 10
+
+
+def test_text_after_eot_is_invisible():
+    model = small_clip()
+    tokens = clip.TOKENIZER(["a red circle at the top", "a square"])
+    noisy = tokens.clone()
+    after = torch.arange(tokens.shape[1])[None] > clip.TOKENIZER.eot_index(tokens)[:, None]
+    noisy[after] = 5  # any word, written where padding was
+    with torch.no_grad():
+        assert torch.allclose(model.encode_text(tokens), model.encode_text(noisy), atol=1e-5)
+
+
+def test_ensemble_is_the_normalised_mean():
+    model = small_clip()
+    templates = clip.TEMPLATES["color"]
+    got = clip.class_embeddings(model, ["red", "blue"], templates)
+    with torch.no_grad():
+        for k, c in enumerate(["red", "blue"]):
+            each = model.encode_text([t.format(c) for t in templates])
+            assert torch.allclose(got[k], F.normalize(each.mean(0), dim=0), atol=1e-5)
+    assert torch.allclose(got.norm(dim=-1), torch.ones(2))
+
+
+def test_positives_are_true_descriptions():
+    cfg = clip.default_config() | {"partial": 1.0, "text_images": 0.0, "word_only": 0.0}
+    x, captions, pos = clip.make_pairs(64, seed=3, cfg=cfg)
+    assert pos.diag().all()
+    images = ((x + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    pairs = [(i, j) for i, j in zip(*np.nonzero(pos.numpy())) if i != j]
+    assert len(pairs) > 5  # partial captions in a batch of 64 do collide
+    # pos[i, j]: caption j describes image i; the judge (independent of CLIP) must agree.
+    for i, j in pairs:
+        assert judge.score_each(images[i : i + 1], [captions[j]])[0]["all"], (i, captions[j])
+
+
+def test_training_lowers_the_loss():
+    model = clip.CLIP(clip.default_config())
+    hist = clip.train_clip(model, clip.default_config(), live_plot=False)
+    assert np.mean(hist.loss[-5:]) < np.mean(hist.loss[:5]) - 0.1
+
+
+def test_rerank_keeps_the_best_scoring_sample():
+    model = small_clip()
+    images = torch.rand(6, 3, 32, 32) * 2 - 1
+    prompts = ["a red circle", "a blue square"]
+    best = clip.rerank(model, images, prompts)
+    scores = clip.clip_scores(model, images, [p for p in prompts for _ in range(3)]).view(2, 3)
+    for k in range(2):
+        assert torch.equal(best[k], images[3 * k + scores[k].argmax()])
+
+
+def test_bitmap_and_stamp():
+    b = typography.bitmap("red")
+    assert b.shape == (5, 11) and not b[:, 3].any() and not b[:, 7].any()  # one-pixel gaps
+    s = shapes.sample_scenes(8, seed=1, counts=(1,))
+    images = shapes.render(s, 32)
+    rows = typography.free_row(s)
+    stamped = typography.stamp(images, ["purple"] * 8, rows)
+    ink = (stamped != images).any(-1)
+    assert ink.sum() > 8 * 20
+    for i in range(8):
+        ys = np.nonzero(ink[i])[0]
+        assert ys.min() >= rows[i] and ys.max() < rows[i] + 5
+    # The ink is not a palette colour and sits off the object: the judge reads the same scene.
+    before, after = judge.read(images), judge.read(stamped)
+    assert (before.present == after.present).all() and (before.shape == after.shape).all()
