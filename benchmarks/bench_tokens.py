@@ -1,0 +1,129 @@
+"""Speed of the image tokenizers (dVAE, VQ-VAE) and of DALL-E at the active profile.
+
+    T2I_PROFILE=cpu flock /tmp/t2i-cpu.lock python benchmarks/bench_tokens.py [--quality]
+
+Prints ms per training step (the course's trainer, batch of the profile, bf16 where fast),
+tokenizer throughput, and DALL-E sampling speed. DALL-E has no key/value cache: every sampling
+step reruns the transformer over the whole prefix, so writing 64 image tokens after 20 text
+tokens processes sum(20 + n for n < 64) = 3,296 token positions per sample instead of 84 with a
+cache (39x the work of the transformer layers). --quality also loads (or trains) the cached
+models and prints PSNR, codes used and the judge's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from t2i import config, dalle, dvae, nn, tokens, train, vqvae
+
+
+def ms_per_step(model, loss_fn, batch_fn, steps=30, warm=5):
+    train.fit(model, loss_fn, batch_fn, steps=warm, live_plot=False, desc="warm-up")
+    hist = train.fit(model, loss_fn, batch_fn, steps=steps, live_plot=False, desc="timed")
+    return 1000 * hist.seconds / steps
+
+
+def tokenizer_loss(module, cfg):
+    def loss_fn(model, batch):
+        x = batch[0].contiguous(memory_format=torch.channels_last)
+        if module is vqvae:
+            return model.loss(x, batch[1])
+        return model.loss(x, batch[1], cfg["steps"], cfg)
+
+    return loss_fn
+
+
+def bench_tokenizers(rows):
+    for name, module in (("VQ-VAE", vqvae), ("dVAE", dvae)):
+        cfg = module.default_config()
+        config.seed_everything(0)
+        model = module.build(cfg).to(memory_format=torch.channels_last)
+        batch_fn = tokens.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
+        loss_fn = tokenizer_loss(module, cfg)
+        ms = ms_per_step(model, loss_fn, batch_fn)
+        x = tokens.held_out_renders(512).tensor()
+        model.eval()
+        with torch.no_grad():
+            t = time.perf_counter()
+            model.decode_tokens(model.tokens(x))
+            rate = len(x) / (time.perf_counter() - t)
+        rows[name] = {
+            "params": nn.count_parameters(model),
+            "batch": cfg["batch"],
+            "ms/step": ms,
+            "train steps/budget": f"{cfg['steps']} = {cfg['steps'] * ms / 1000:.0f} s",
+            "samples/s": f"{rate:.0f} (encode+decode)",
+        }
+
+
+def bench_dalle(rows):
+    cfg = dalle.default_config()
+    config.seed_everything(0)
+    model = dalle.DALLE(vqvae.VQVAE(**cfg["tokenizer"]).eval(), **cfg)
+    text = model.text_tokens(["a large red circle in the center"] * 2048)
+    image = torch.randint(0, model.K, (2048, 64))
+
+    def batch_fn(step, gen):
+        idx = torch.randint(0, len(text), (cfg["batch"],), generator=gen)
+        return text[idx], image[idx]
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    train.fit(model, lambda m, b: m.loss(*b), batch_fn, 5, live_plot=False, params=params)
+    hist = train.fit(model, lambda m, b: m.loss(*b), batch_fn, 20, live_plot=False, params=params)
+    ms = 1000 * hist.seconds / 20
+    model.eval()
+    rates = []
+    for n in (1, 64):
+        t = time.perf_counter()
+        dalle.generate(model, ["a small blue square at the top"] * n, seed=0)
+        rates.append(n / (time.perf_counter() - t))
+    rows["DALL-E"] = {
+        "params": nn.count_parameters(model),
+        "batch": cfg["batch"],
+        "ms/step": ms,
+        "train steps/budget": f"{cfg['steps']} = {cfg['steps'] * ms / 1000:.0f} s",
+        "samples/s": f"{rates[0]:.1f} (batch 1), {rates[1]:.1f} (batch 64), no KV cache",
+    }
+
+
+def quality():
+    data = tokens.held_out_renders()
+    for name, get in (("VQ-VAE", vqvae.get_vqvae), ("dVAE", dvae.get_dvae)):
+        m = tokens.evaluate(get(), data)
+        print(
+            f"{name}: PSNR {m['psnr']:.2f} dB, codes used {m['used_frac']:.0%}, "
+            f"perplexity {m['perplexity']:.0f}"
+        )
+    for k, row in dalle.evaluate(dalle.get_dalle()).items():
+        print(f"DALL-E {k}: " + ", ".join(f"{f} {v:.2f}" for f, v in row.items() if f != "n"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quality", action="store_true")
+    args = parser.parse_args()
+    print(
+        f"profile {config.profile()}, {torch.get_num_threads()} threads, "
+        f"bf16 autocast: {config.bf16_supported(config.device())}"
+    )
+    rows = {}
+    bench_tokenizers(rows)
+    bench_dalle(rows)
+    cols = list(next(iter(rows.values())))
+    print("| model | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for name, r in rows.items():
+        cells = [
+            f"{v:.0f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else v
+            for v in r.values()
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    if args.quality:
+        quality()
+
+
+if __name__ == "__main__":
+    main()
