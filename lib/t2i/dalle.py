@@ -83,11 +83,11 @@ def attention_mask(text_len: int, grid: int, pattern: str = "dense", kernel: int
 class DALLE(nn.Module):
     """Transformer over [text, image] tokens; `vae` is the frozen image tokenizer."""
 
-    def __init__(self, vae, d=128, n_layers=4, n_heads=4, text_len=20, layers="dense", **_):
+    def __init__(self, vae, d=128, n_layers=4, n_heads=4, text_len=20, layers="dense", grid=8, **_):
         super().__init__()
         self.vae = vae.requires_grad_(False)
         self.tok = tokenizer.Tokenizer(context_length=text_len)
-        self.text_len, self.grid, self.K = text_len, 8, vae.K
+        self.text_len, self.grid, self.K = text_len, grid, vae.K
         self.text_vocab = len(self.tok) + text_len  # words + one padding token per position
         self.text_emb = nn.Embedding(self.text_vocab, d)
         self.text_pos = nn.Embedding(text_len, d)
@@ -187,7 +187,8 @@ def generate(
     prime=None,
     batch: int = 256,
 ):
-    """Images (N, 3, 32, 32) in [-1, 1], one sample per prompt (repeat a prompt for many)."""
+    """Images (N, 3, 32, 32) in [-1, 1] (64x64 on gpu), one per prompt (repeat a prompt for
+    many samples; they are drawn in batches)."""
     model.eval()
     out = []
     for i in range(0, len(prompts), batch):
@@ -239,13 +240,14 @@ def evaluate(model, temperatures=(1.0, 0.7), top_k=None, seed=0, prompts=None):
 
 
 def build(cfg: dict) -> DALLE:
-    return DALLE(vqvae.get_vqvae(cfg=cfg["tokenizer"]), **cfg)
+    grid = cfg["tokenizer"]["res"] // 4  # the tokenizer downsamples by 4 per side
+    return DALLE(vqvae.get_vqvae(cfg=cfg["tokenizer"]), grid=grid, **cfg)
 
 
 @torch.no_grad()
 def tokenize_dataset(model: DALLE, n: int, seed: int = 0, batch: int = 1000):
     """(text ids, image token grids flattened) of n training scenes, with the frozen tokenizer."""
-    data = shapes.load_dataset(n, res=32, seed=seed)
+    data = shapes.load_dataset(n, res=4 * model.grid, seed=seed)
     dev = next(model.parameters()).device
     x = data.tensor()
     image = torch.cat(

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import shapes
+from . import config, shapes
 
 
 class ResBlock(nn.Module):
@@ -82,9 +82,10 @@ def image_batches(n: int, batch_size: int, res: int = 32, seed: int = 0):
     return batch_fn
 
 
-def held_out_renders(n: int = 1000, res: int = 32, seed: int = 777) -> shapes.ShapesDataset:
-    """Fresh renders never seen in training (the test split, another seed)."""
-    return shapes.make_dataset(n, res=res, seed=seed, split="test")
+def held_out_renders(n: int = 1000, seed: int = 777) -> shapes.ShapesDataset:
+    """Fresh renders never seen in training (the test split, another seed), at the profile's
+    image size."""
+    return shapes.make_dataset(n, res=config.image_size(), seed=seed, split="test")
 
 
 # --- measures -------------------------------------------------------------------------------
