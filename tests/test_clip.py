@@ -124,3 +124,12 @@ def test_bitmap_and_stamp():
     # The ink is not a palette colour and sits off the object: the judge reads the same scene.
     before, after = judge.read(images), judge.read(stamped)
     assert (before.present == after.present).all() and (before.shape == after.shape).all()
+
+
+def test_best_of_n_by_hand():
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.2], [0.8, 0.1, 0.3, 0.4]])
+    correct = torch.tensor([[False, True, True, False], [False, True, False, True]])
+    got = clip.best_of_n(scores, correct, ns=(1, 2, 4))
+    # n=1: every sample, 4 of 8 correct; n=2: groups pick 0.9 (yes), 0.5 (yes), 0.8 (no),
+    # 0.4 (yes); n=4: 0.9 (yes), 0.8 (no).
+    assert got == {1: 0.5, 2: 0.75, 4: 0.5}

@@ -300,10 +300,10 @@ def embed_images(model: CLIP, images, batch: int = 512) -> torch.Tensor:
 
 
 @torch.no_grad()
-def zero_shot(model: CLIP, images, attribute: str, ensemble: bool = True) -> torch.Tensor:
-    """Predicted class index per image for an attribute, from text prompts alone."""
-    templates = TEMPLATES[attribute] if ensemble else TEMPLATES[attribute][:1]
-    classes = class_embeddings(model, CLASSES[attribute], templates)
+def zero_shot(model: CLIP, images, attribute: str, templates: list[str] | None = None):
+    """Predicted class index per image for an attribute, from text prompts alone (by default
+    the attribute's whole template ensemble)."""
+    classes = class_embeddings(model, CLASSES[attribute], templates or TEMPLATES[attribute])
     return (embed_images(model, images) @ classes.T).argmax(1).cpu()
 
 
@@ -319,9 +319,9 @@ def zero_shot_table(model: CLIP, n: int = 600, seed: int = 1234) -> dict[str, di
     """Zero-shot accuracy per attribute on one-object renders: one template vs the ensemble."""
     images, truth = single_object_test(n, seed, model.res)
     table = {}
-    for name, ensemble in [("one template", False), ("ensemble", True)]:
+    for name, first in [("one template", 1), ("ensemble", None)]:
         table[name] = {
-            a: float((zero_shot(model, images, a, ensemble).numpy() == truth[a]).mean())
+            a: float((zero_shot(model, images, a, TEMPLATES[a][:first]).numpy() == truth[a]).mean())
             for a in CLASSES
         }
     return table
@@ -379,22 +379,28 @@ def binding_test(model: CLIP, n: int = 400, seed: int = 99) -> dict[str, float]:
 
 
 @torch.no_grad()
-def typographic_attack(model: CLIP, n: int = 300, seed: int = 7) -> dict[str, float]:
-    """Zero-shot colour on one-object renders: clean, with the true colour's name written in,
-    and with another colour's name written in; "follows the word" = CLIP answers the written
-    colour instead of the painted one."""
+def typographic_attack(model: CLIP, n: int = 300, seed: int = 7) -> dict[str, dict[str, float]]:
+    """Zero-shot colour on one-object renders, clean and with another colour's name written in.
+
+    Two kinds of class prompts: the sentence templates, and the bare colour name ("red"), the
+    way text-bearing images were captioned. "follows the word": CLIP answers the written colour
+    instead of the painted one.
+    """
     images, truth = single_object_test(n, seed, model.res)
     s = shapes.sample_scenes(n, seed=seed, split="test", counts=(1,))
     rng = np.random.default_rng(seed)
     wrong = (truth["color"] + rng.integers(1, len(shapes.COLORS), n)) % len(shapes.COLORS)
-    rows = typography.free_row(s, model.res)
-    out = {"clean": float((zero_shot(model, images, "color").numpy() == truth["color"]).mean())}
-    for name, words in [("true word", truth["color"]), ("wrong word", wrong)]:
-        x = typography.stamp(images, [shapes.COLOR_NAMES[k] for k in words], rows)
-        pred = zero_shot(model, x, "color").numpy()
-        out[name] = float((pred == truth["color"]).mean())
-        if name == "wrong word":
-            out["follows the word"] = float((pred == wrong).mean())
+    words = [shapes.COLOR_NAMES[k] for k in wrong]
+    attacked = typography.stamp(images, words, typography.free_row(s, model.res))
+    out = {}
+    for name, templates in [("sentence templates", TEMPLATES["color"]), ("bare label", ["{}"])]:
+        clean = zero_shot(model, images, "color", templates).numpy()
+        pred = zero_shot(model, attacked, "color", templates).numpy()
+        out[name] = {
+            "clean accuracy": float((clean == truth["color"]).mean()),
+            "accuracy with a wrong word": float((pred == truth["color"]).mean()),
+            "follows the word": float((pred == wrong).mean()),
+        }
     return out
 
 
@@ -415,6 +421,18 @@ def rerank(model: CLIP, images: torch.Tensor, prompts: list[str], n_keep: int = 
     scores = clip_scores(model, images, captions).view(len(prompts), n)
     best = scores.topk(n_keep, dim=1).indices + torch.arange(len(prompts))[:, None] * n
     return images[best.flatten()]
+
+
+def best_of_n(scores: torch.Tensor, correct: torch.Tensor, ns=(1, 4, 16, 64)) -> dict:
+    """How often the top-CLIP-score sample of n is correct, for scores and correct (P, M):
+    M samples of each of P prompts, cut into M // n disjoint groups of n (averaged over all)."""
+    out = {}
+    for n in ns:
+        groups = scores.shape[1] // n
+        s = scores[:, : groups * n].reshape(len(scores), groups, n)
+        c = correct[:, : groups * n].reshape(len(scores), groups, n).float()
+        out[n] = float(c.gather(2, s.argmax(2, keepdim=True)).mean())
+    return out
 
 
 # --- command line ---------------------------------------------------------------------------
