@@ -211,8 +211,8 @@ def default_config() -> dict:
         warmup=config.pick(smoke=5, cpu=50, gpu=200),
         weight_decay=0.1,
         partial=0.5,
-        text_images=0.15,
-        word_only=0.05,
+        text_images=0.3,
+        word_only=0.3,
         seed=0,
     )
 
