@@ -36,7 +36,7 @@ class Attention(nn.Module):
         if context is not None:
             kc, vc = self.kv_context(context).split(d, dim=2)
             k, v = torch.cat([kc, k], 1), torch.cat([vc, v], 1)
-        heads = lambda t: t.view(B, t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
+        heads = lambda t: t.view(B, t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)
         q, k, v = heads(q), heads(k), heads(v)
         if causal:
             mask = causal_mask(T, k.shape[2] - T, x.device) if mask is None else mask
@@ -83,3 +83,38 @@ class Block(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- blocks for the diffusion U-Nets (t2i.unet; GLIDE and unCLIP reuse them) -----------------
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding (B, dim) of timesteps t (B,), like the transformer's positions
+    (Vaswani et al. 2017, sec. 3.5), as in DDPM's U-Net."""
+    half = dim // 2
+    freqs = max_period ** (-torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class ResBlock(nn.Module):
+    """Residual conv block with a scale-shift embedding (improved DDPM / ADM):
+    h = conv(silu(norm(x))); h = norm(h) * (1 + scale) + shift; out = x + conv(silu(h)),
+    where (scale, shift) = linear(silu(emb)). A 1x1 conv matches widths on the skip path."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int = 8):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(min(groups, c_in), c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * c_out)
+        self.norm2 = nn.GroupNorm(min(groups, c_out), c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)  # each block starts as the identity
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x, emb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        return self.skip(x) + self.conv2(F.silu(h))

@@ -1,0 +1,129 @@
+"""Benchmark of the class-conditional diffusion recipe (notebook 05) at the active profile.
+
+  python benchmarks/bench_diffusion.py speed     training ms/step (fp32 / bf16, channels_last)
+                                                and samples/s per sampler
+  python benchmarks/bench_diffusion.py recipe    train each recipe variant for the same number of
+                                                steps and print the judge's numbers (CFG 3, DDIM 25)
+
+Run under the shared CPU lock: `flock /tmp/t2i-cpu.lock .venv/bin/python benchmarks/...`.
+Nothing is cached: every variant trains from scratch (checkpoints go to a temporary dir).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+from t2i import class_diffusion as cd
+from t2i import config
+from t2i.nn import count_parameters
+
+
+def train_step_ms(cfg, amp=True, channels_last=False, steps=12):
+    config.seed_everything(0)
+    model = cd.build_model(cfg)
+    diffusion = cd.diffusion_of(cfg)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    batch = cd._batches(cfg, torch.device("cpu"))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for step in range(steps):
+        x, y = batch(step, gen)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        t0 = time.perf_counter()
+        with config.autocast(torch.device("cpu"), amp):
+            loss = diffusion.loss(lambda xt, t, y=y: model(xt, t, y), x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    times = sorted(times[2:])
+    return 1000 * times[len(times) // 2], count_parameters(model)
+
+
+def speed():
+    cfg = cd.model_config()
+    print(f"training, batch {cfg['batch']}, {cfg['res']}x{cfg['res']}")
+    print("| model | params | fp32 ms/step | bf16 ms/step | bf16 + channels_last ms/step |")
+    print("|---|---|---|---|---|")
+    for name, over in [
+        ("ch 32, (1, 2)", {}),
+        ("ch 48, (1, 2)", {"ch": 48}),
+        ("ch 32, (1, 2), 2 blocks", {"blocks": 2}),
+    ]:
+        c = {**cfg, **over}
+        fp32, n = train_step_ms(c, amp=False)
+        bf16, _ = train_step_ms(c, amp=True)
+        cl, _ = train_step_ms(c, amp=True, channels_last=True)
+        print(f"| {name} | {n / 1e6:.2f} M | {fp32:.0f} | {bf16:.0f} | {cl:.0f} |")
+
+    model = cd.build_model(cfg).eval()
+    diffusion = cd.diffusion_of(cfg)
+    labels = cd.balanced_labels(4)
+    print(f"\nsampling {len(labels)} images (untrained weights: speed only)")
+    print("| sampler | guidance | seconds | samples/s |")
+    print("|---|---|---|---|")
+    for sampler, steps, guidance in [
+        ("ddim", 25, "none"),
+        ("ddim", 25, "cfg"),
+        ("ddim", 100, "cfg"),
+        ("ddpm", 1000, "cfg"),
+    ]:
+        t0 = time.perf_counter()
+        cd.sample(model, diffusion, labels, guidance, 3.0, sampler, steps)
+        dt = time.perf_counter() - t0
+        name = f"{sampler} {steps if sampler == 'ddim' else diffusion.T} steps"
+        print(f"| {name} | {guidance} | {dt:.1f} | {len(labels) / dt:.1f} |")
+
+
+VARIANTS = {
+    "eps, cosine, lr 2e-3, EMA": {},
+    "eps, linear schedule": {"schedule": "linear"},
+    "v-prediction": {"prediction": "v"},
+    "eps + min-SNR 5": {"min_snr": 5.0},
+    "x0-prediction": {"prediction": "x0"},
+    "lr 1e-3": {"lr": 1e-3},
+    "no EMA": {"ema": None},
+    "batch 128, half the steps": {"batch": 128, "half": True},
+}
+
+
+def recipe(names, steps):
+    os.environ["T2I_DATA"] = tempfile.mkdtemp(prefix="bench-diffusion-")
+    labels = cd.balanced_labels(8)
+    print(f"each variant: {steps} steps; judge on {len(labels)} samples, CFG 3, DDIM 25 steps")
+    print("| variant | train s | color | shape | all | spread |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        over = dict(VARIANTS[name])
+        n_steps = steps // 2 if over.pop("half", False) else steps
+        cfg = cd.model_config(steps=n_steps, **over)
+        config.seed_everything(0)
+        model = cd.build_model(cfg)
+        t0 = time.perf_counter()
+        cd.train_model(model, cfg, live_plot=False)
+        dt = time.perf_counter() - t0
+        x = cd.sample(model.eval(), cd.diffusion_of(cfg), labels, "cfg", 3.0, steps=25)
+        r = cd.evaluate(x, labels)
+        print(
+            f"| {name} | {dt:.0f} | {r['color']:.2f} | {r['shape']:.2f} | {r['all']:.2f} "
+            f"| {r['spread']:.3f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    what = sys.argv[1] if len(sys.argv) > 1 else "speed"
+    if what == "speed":
+        speed()
+    else:
+        steps = int(sys.argv[2]) if len(sys.argv) > 2 else cd.model_config()["steps"]
+        names = sys.argv[3].split(",") if len(sys.argv) > 3 else list(VARIANTS)
+        recipe([n for n in VARIANTS if any(n.startswith(k) for k in names)], steps)
