@@ -21,7 +21,7 @@ from . import checkpoint, config, tokens, train
 def default_config() -> dict:
     return config.pick(
         smoke=dict(K=64, dim=16, width=16, steps=30, batch=16, n_train=512),
-        cpu=dict(K=256, dim=32, width=64, steps=1500, batch=64, n_train=20_000),
+        cpu=dict(K=256, dim=32, width=64, steps=1200, batch=64, n_train=20_000),
         gpu=dict(K=1024, dim=64, width=128, steps=20_000, batch=128, n_train=100_000),
     ) | dict(
         seed=0,
