@@ -34,13 +34,14 @@ PATTERNS = ("dense", "row", "column", "conv")
 
 def default_config(**overrides) -> dict:
     cfg = config.pick(
-        smoke=dict(d=32, n_layers=2, n_heads=2, steps=20, batch=8, n_train=512),
-        cpu=dict(d=128, n_layers=4, n_heads=4, steps=1000, batch=64, n_train=20_000),
-        gpu=dict(d=256, n_layers=8, n_heads=8, steps=20_000, batch=128, n_train=100_000),
+        smoke=dict(warmup=5, d=32, n_layers=2, n_heads=2, steps=20, batch=8, n_train=512),
+        cpu=dict(warmup=100, d=128, n_layers=4, n_heads=4, steps=1000, batch=64, n_train=20_000),
+        gpu=dict(
+            warmup=500, d=256, n_layers=8, n_heads=8, steps=20_000, batch=128, n_train=100_000
+        ),
     ) | dict(
         seed=0,
         lr=1e-3,
-        warmup=100,
         weight_decay=0.01,
         ema=0.995,
         text_len=20,

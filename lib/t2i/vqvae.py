@@ -20,13 +20,12 @@ from . import checkpoint, config, tokens, train
 
 def default_config() -> dict:
     return config.pick(
-        smoke=dict(K=64, dim=16, width=16, steps=30, batch=16, n_train=512),
-        cpu=dict(K=256, dim=32, width=64, steps=1200, batch=64, n_train=20_000),
-        gpu=dict(K=1024, dim=64, width=128, steps=20_000, batch=128, n_train=100_000),
+        smoke=dict(warmup=5, K=64, dim=16, width=16, steps=30, batch=16, n_train=512),
+        cpu=dict(warmup=100, K=256, dim=32, width=64, steps=1200, batch=64, n_train=20_000),
+        gpu=dict(warmup=500, K=1024, dim=64, width=128, steps=20_000, batch=128, n_train=100_000),
     ) | dict(
         seed=0,
         lr=2e-3,
-        warmup=100,
         beta=0.25,
         codebook="ema",
         decay=0.95,
