@@ -311,7 +311,7 @@ def test_cli_train_sample_evaluate(tmp_path, capsys):
             str(out),
         ]
     )
-    assert len(list(out.glob("red_circle_*.png"))) == 3
+    assert len(list(out.glob("red_circle-*.png"))) == 3
     cli.main(
         [
             "sample",

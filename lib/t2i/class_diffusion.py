@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, config, judge, shapes
+from . import checkpoint, config, judge, plot, shapes
 from .diffusion import GaussianDiffusion, classifier_grad
 from .diffusion import cfg as cfg_guidance
 from .train import fit
@@ -294,8 +293,6 @@ def cli_train(args):
 
 
 def cli_sample(args):
-    from PIL import Image
-
     model, diffusion = load(model_config(seed=args.seed))
     clf = load_classifier() if args.guidance == "classifier" else None
     x = sample(
@@ -310,13 +307,8 @@ def cli_sample(args):
         clf,
         seed=args.seed,
     )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pixels = ((x.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu()
-    name = args.label.replace(" ", "_")
-    for i, img in enumerate(pixels.numpy()):
-        Image.fromarray(img).save(out / f"{name}_{i:03d}.png")
-    print(f"{len(x)} samples of {args.label!r} in {out}/")
+    plot.save_pngs(x, args.out, args.label.replace(" ", "_"))
+    print(f"{len(x)} samples of {args.label!r} in {args.out}/")
 
 
 def cli_evaluate(args):

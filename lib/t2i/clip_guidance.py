@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -197,18 +196,3 @@ def clip_vs_judge(clip_model, images: torch.Tensor, prompts: list[str]) -> dict[
         "judge colour+shape": float(both.float().mean()),
         "fools CLIP, not the judge": float((clip_ok & ~both).float().mean()),
     }
-
-
-def save_pngs(images: torch.Tensor, out: str, prefix: str) -> list[Path]:
-    """Write images (B, 3, H, W) in [-1, 1] as PNG files; returns their paths."""
-    import matplotlib.pyplot as plt
-
-    from .plot import to_numpy_images
-
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, img in enumerate(to_numpy_images(images)):
-        paths.append(folder / f"{prefix}-{i:03d}.png")
-        plt.imsave(paths[-1], img)
-    return paths

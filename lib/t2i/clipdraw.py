@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import clip_guidance, config, raster
+from . import clip_guidance, config, plot, raster
 
 
 def default_config() -> dict:
@@ -81,7 +81,7 @@ def cli_sample(args):
     prompts = [args.prompt] * args.n
     overrides = {"steps": args.steps} if args.steps else {}
     result = draw(clip.get_clip(), prompts, seed=args.seed, **overrides)
-    paths = clip_guidance.save_pngs(result.images, args.out, "clipdraw")
+    paths = plot.save_pngs(result.images, args.out, "clipdraw")
     print(f"{len(paths)} drawings in {result.seconds:.1f} s -> {args.out}")
 
 

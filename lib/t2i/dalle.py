@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, config, shapes, tokenizer, train, vqvae
+from . import checkpoint, config, plot, shapes, tokenizer, train, vqvae
 from .nn import Block
 
 TEXT_WEIGHT, IMAGE_WEIGHT = 1 / 8, 7 / 8
@@ -304,17 +304,10 @@ def cli_train(args):
 
 
 def cli_sample(args):
-    from pathlib import Path
-
-    import matplotlib.pyplot as plt
-
     model = get_dalle()
     images = generate(model, [args.prompt] * args.n, args.temperature, args.top_k, args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(((images + 1) / 2).permute(0, 2, 3, 1).numpy()):
-        plt.imsave(out / f"dalle_{i:03d}.png", img.clip(0, 1))
-    print(f"{len(images)} samples of {args.prompt!r} in {out}")
+    plot.save_pngs(images, args.out, "dalle")
+    print(f"{len(images)} samples of {args.prompt!r} in {args.out}")
 
 
 def cli_evaluate(args):

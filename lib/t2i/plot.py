@@ -101,3 +101,16 @@ def markdown_table(rows: dict[str, dict], digits: int = 3):
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |")
     return Markdown("\n".join(lines))
+
+
+def save_pngs(images, out: str, prefix: str) -> list:
+    """Write images (as `to_numpy_images` accepts) to out/prefix-000.png, ...; returns the paths."""
+    from pathlib import Path
+
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, img in enumerate(to_numpy_images(images)):
+        paths.append(folder / f"{prefix}-{i:03d}.png")
+        plt.imsave(paths[-1], img.clip(0, 1))
+    return paths

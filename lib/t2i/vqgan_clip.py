@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import clip_guidance, config
+from . import clip_guidance, config, plot
 
 
 def default_config() -> dict:
@@ -85,7 +85,7 @@ def cli_sample(args):
     result = generate(
         clip.get_clip(), vqvae.get_vqvae(), [args.prompt] * args.n, seed=args.seed, **overrides
     )
-    paths = clip_guidance.save_pngs(result.images, args.out, "vqgan-clip")
+    paths = plot.save_pngs(result.images, args.out, "vqgan-clip")
     print(f"{len(paths)} images in {result.seconds:.1f} s -> {args.out}")
 
 

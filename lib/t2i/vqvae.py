@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, config, tokens, train
+from . import checkpoint, config, plot, tokens, train
 
 
 def default_config() -> dict:
@@ -181,18 +181,11 @@ def cli_train(args):
 
 
 def cli_sample(args):
-    from pathlib import Path
-
-    import matplotlib.pyplot as plt
-
     model = get_vqvae()
     data = tokens.held_out_renders(args.n, seed=args.seed)
     rec = model.decode_tokens(model.tokens(data.tensor()))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(((rec + 1) / 2).permute(0, 2, 3, 1).numpy()):
-        plt.imsave(out / f"vqvae_{i:03d}.png", img.clip(0, 1))
-    print(f"{len(rec)} reconstructions in {out}")
+    plot.save_pngs(rec, args.out, "vqvae")
+    print(f"{len(rec)} reconstructions in {args.out}")
 
 
 def cli_evaluate(args):
