@@ -138,3 +138,29 @@ def evaluate(model, data: shapes.ShapesDataset, batch: int = 500) -> dict[str, f
         "reconstructions": rec,
         "tokens": idx,
     }
+
+
+# --- command line (shared by the dVAE and the VQ-VAE) ----------------------------------------
+
+
+def summary(model, name: str) -> str:
+    """One line: PSNR and codebook use of a tokenizer on held-out renders."""
+    m = evaluate(model, held_out_renders())
+    return (
+        f"{name}: PSNR {m['psnr']:.2f} dB, {m['used']}/{model.K} codes used, "
+        f"perplexity {m['perplexity']:.1f}"
+    )
+
+
+def print_evaluation(model, seed: int, as_json: bool) -> None:
+    """PSNR, codebook use and the judge's table on reconstructions, as text or one JSON line."""
+    import json
+
+    from . import judge
+
+    data = held_out_renders(seed=seed + 777)
+    m = evaluate(model, data)
+    table = judge.score(m["reconstructions"], data.captions)
+    row = {"psnr": m["psnr"], "codes used": m["used_frac"], "perplexity": m["perplexity"]}
+    row |= {f"judge {k}": v for k, v in table.items()}
+    print(json.dumps(row) if as_json else "\n".join(f"{k:>16s} {v:.3f}" for k, v in row.items()))

@@ -172,12 +172,7 @@ def get_vqvae(retrain: bool = False, cfg: dict | None = None) -> VQVAE:
 
 
 def cli_train(args):
-    model = get_vqvae(retrain=getattr(args, "retrain", False))
-    m = tokens.evaluate(model, tokens.held_out_renders())
-    print(
-        f"VQ-VAE: PSNR {m['psnr']:.2f} dB, {m['used']}/{model.K} codes used, "
-        f"perplexity {m['perplexity']:.1f}"
-    )
+    print(tokens.summary(get_vqvae(retrain=getattr(args, "retrain", False)), "VQ-VAE"))
 
 
 def cli_sample(args):
@@ -189,17 +184,7 @@ def cli_sample(args):
 
 
 def cli_evaluate(args):
-    import json
-
-    from . import judge
-
-    model = get_vqvae()
-    data = tokens.held_out_renders(seed=args.seed + 777)
-    m = tokens.evaluate(model, data)
-    table = judge.score(m["reconstructions"], data.captions)
-    row = {"psnr": m["psnr"], "codes used": m["used_frac"], "perplexity": m["perplexity"]}
-    row |= {f"judge {k}": v for k, v in table.items()}
-    print(json.dumps(row) if args.json else "\n".join(f"{k:>16s} {v:.3f}" for k, v in row.items()))
+    tokens.print_evaluation(get_vqvae(), args.seed, args.json)
 
 
 def add_cli_arguments(command, parser):
