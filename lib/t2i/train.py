@@ -87,7 +87,11 @@ def fit(
     model.train()
     t0 = time.perf_counter()
     step = start
-    bar = tqdm(range(start, steps), desc=desc, initial=start, total=steps, leave=True)
+    # Few redraws: a notebook kernel queues at most ~1000 output messages for a client that
+    # reads them only when the cell ends (nbval, nbconvert); a flood would drop the last ones.
+    bar = tqdm(
+        range(start, steps), desc=desc, initial=start, total=steps, leave=True, mininterval=2.0
+    )
     try:
         for step in bar:
             for group in opt.param_groups:
@@ -107,7 +111,7 @@ def fit(
             for k, v in logs.items():
                 hist.logs.setdefault(k, []).append(float(v))
             if step % 10 == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{_smooth(hist.loss):.4f}")
+                bar.set_postfix(loss=f"{_smooth(hist.loss):.4f}", refresh=False)
             if plot is not None:
                 plot.update(hist.loss)
         step = steps
@@ -167,7 +171,7 @@ def _in_notebook() -> bool:
 class LivePlot:
     """A loss curve redrawn in place in a notebook, at most every `every` seconds."""
 
-    def __init__(self, title: str, every: float = 2.0):
+    def __init__(self, title: str, every: float = 5.0):
         import matplotlib.pyplot as plt
         from IPython.display import display
 
