@@ -1,13 +1,17 @@
 """The last cell of every notebook: assert what a student should see, and report the numbers.
 
 `report` prints one line "T2I-CHECK {json}" that `python -m t2i summary` collects from the
-executed notebooks, then asserts every bar, so a silent failure cannot pass CI.
+executed notebooks, keeps the same record in data/checks/<notebook>.json (the test run prints
+those at its end, since nbval keeps no outputs), then asserts every bar, so a silent failure
+cannot pass CI.
 """
 
 from __future__ import annotations
 
 import json
 import operator
+
+from . import config
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 PREFIX = "T2I-CHECK "
@@ -16,7 +20,13 @@ PREFIX = "T2I-CHECK "
 def report(notebook: str, numbers: dict, bars: dict[str, tuple[str, float]]) -> None:
     """Print the notebook's numbers, then assert each bar {name: (op, threshold)}."""
     clean = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in numbers.items()}
-    print(PREFIX + json.dumps({"notebook": notebook, **clean}))
+    record = {"notebook": notebook, **clean}
+    print(PREFIX + json.dumps(record))
+    folder = config.data_dir() / "checks"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{notebook}.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(folder / f"{notebook}.json")
     failed = [
         f"{name} = {numbers[name]} (bar: {op} {bar})"
         for name, (op, bar) in bars.items()
@@ -38,3 +48,10 @@ def collect(paths) -> list[dict]:
                     if line.startswith(PREFIX):
                         out.append(json.loads(line[len(PREFIX) :]))
     return out
+
+
+def saved(since: float = 0.0) -> list[dict]:
+    """The records that `report` kept in data/checks, written at or after time `since`."""
+    folder = config.data_dir() / "checks"
+    paths = sorted(p for p in folder.glob("*.json") if p.stat().st_mtime >= since)
+    return [json.loads(p.read_text()) for p in paths]

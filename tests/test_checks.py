@@ -1,0 +1,50 @@
+import json
+
+import pytest
+
+from t2i import checks
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("T2I_DATA", str(tmp_path))
+    return tmp_path
+
+
+def test_report_passes_when_bars_are_met_and_keeps_the_record(capsys, data_dir):
+    checks.report("99_demo", {"acc": 0.96, "name": "x"}, {"acc": (">=", 0.95)})
+    out = capsys.readouterr().out
+    line = next(s for s in out.splitlines() if s.startswith(checks.PREFIX))
+    assert json.loads(line[len(checks.PREFIX) :]) == {
+        "notebook": "99_demo",
+        "acc": 0.96,
+        "name": "x",
+    }
+    assert "all 1 checks pass" in out
+    assert checks.saved() == [{"notebook": "99_demo", "acc": 0.96, "name": "x"}]
+
+
+def test_report_fails_and_names_each_bar_missed():
+    with pytest.raises(AssertionError, match=r"acc = 0.5 \(bar: >= 0.95\); t = 9 \(bar: <= 5\)"):
+        checks.report(
+            "99_demo",
+            {"acc": 0.5, "t": 9, "ok": 1},
+            {"acc": (">=", 0.95), "t": ("<=", 5), "ok": ("==", 1)},
+        )
+
+
+def test_saved_skips_records_older_than_since(data_dir):
+    checks.report("99_demo", {"acc": 1.0}, {})
+    assert checks.saved(since=0.0)
+    path = data_dir / "checks" / "99_demo.json"
+    assert checks.saved(since=path.stat().st_mtime + 1.0) == []
+
+
+def test_collect_reads_the_line_from_an_executed_notebook(tmp_path):
+    record = {"notebook": "99_demo", "acc": 1.0}
+    nb = {
+        "cells": [{"outputs": [{"text": ["noise\n", checks.PREFIX + json.dumps(record) + "\n"]}]}]
+    }
+    path = tmp_path / "demo.ipynb"
+    path.write_text(json.dumps(nb))
+    assert checks.collect([path]) == [record]
