@@ -239,28 +239,30 @@ def balanced_labels(n_per_class: int) -> list[int]:
 
 
 def evaluate(images, labels) -> dict:
-    """The judge on captions 'a <colour> <shape>' (colour, shape, count and 'all'), and a
-    diversity number: the position spread, i.e. the standard deviation of the object's centroid
-    (as a fraction of the image side, x and y pooled) among the samples of one class, averaged
-    over classes. Real renders: about 0.21 (uniform over the 3x3 grid)."""
+    """The judge on captions 'a <colour> <shape>' (colour, shape, count and 'all'), and two
+    diversity numbers among the samples of one class, averaged over classes: `size_entropy`,
+    the entropy in bits of the judge's small/large reading (1 for the renders' 50/50 mix, 0 when
+    every sample has the same size), and `spread`, the standard deviation of the object's centre
+    as a fraction of the image side (renders, uniform over the 3x3 grid: about 0.2)."""
     labels = [int(v) for v in labels]
     table = judge.score(images, [caption_of(v) for v in labels])
-    table["spread"] = position_spread(images, labels)
+    reading = judge.read(images)
+    sizes, spreads = [], []
+    for c in sorted(set(labels)):
+        color = shapes.COLOR_NAMES.index(CLASSES[c][0])
+        found = [i for i, v in enumerate(labels) if v == c and reading.present[i, color]]
+        if len(found) >= 2:
+            p = float(np.mean(reading.size[found, color] == shapes.SIZES.index("large")))
+            sizes.append(_binary_entropy(p))
+            pts = np.stack([reading.cx[found, color], reading.cy[found, color]], axis=1)
+            spreads.append(float(np.sqrt(pts.var(axis=0).mean())))
+    table["size_entropy"] = float(np.mean(sizes)) if sizes else 0.0
+    table["spread"] = float(np.mean(spreads)) if spreads else 0.0
     return table
 
 
-def position_spread(images, labels) -> float:
-    reading = judge.read(images)
-    out = []
-    for c in sorted(set(labels)):
-        idx = [i for i, v in enumerate(labels) if v == c]
-        color = shapes.COLOR_NAMES.index(CLASSES[c][0])
-        pts = [
-            (reading.cx[i, color], reading.cy[i, color]) for i in idx if reading.present[i, color]
-        ]
-        if len(pts) >= 2:
-            out.append(float(np.sqrt(np.var(np.array(pts), axis=0).mean())))
-    return float(np.mean(out)) if out else 0.0
+def _binary_entropy(p: float) -> float:
+    return 0.0 if p in (0.0, 1.0) else float(-p * np.log2(p) - (1 - p) * np.log2(1 - p))
 
 
 def psnr(a, b) -> float:

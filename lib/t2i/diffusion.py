@@ -198,21 +198,33 @@ class GaussianDiffusion:
         return (x, xs, x0s) if trace else x
 
     @torch.no_grad()
-    def ddim_invert(self, model, x0, steps: int = 50):
+    def ddim_invert(self, model, x0, steps: int = 50, refine: int = 0):
         """Run DDIM (eta = 0) backwards: a real image x0 -> the noise x_T that DDIM sampling maps
         back to it (DDIM sec. 4.3, the ODE run forward); decode with `ddim_sample(eta=0)` and the
-        same steps. No x0 clipping here: inversion must be exact."""
+        same steps. Each step moves along eps predicted at the current, less noisy point; with
+        refine = k it then re-predicts eps at the point it reached, k times (a fixed-point
+        iteration, Pan et al. 2023, arXiv 2305.08850), so the sampler's step from there, which
+        reads eps at that point, leads back more exactly. No x0 clipping: inversion must be exact.
+        """
         ts = self.timesteps(steps)[::-1]
         x = x0
         for t_prev, t in zip([-1] + ts[:-1], ts):
-            # Predict eps at the current point (at t_prev; the clean image is read as t = 0) and
-            # move to t along the same eps.
+            a_prev, a_t = (self.abar[t_prev] if t_prev >= 0 else 1.0), self.abar[t]
+            # The clean image is read as t = 0.
             tq = torch.full((x.shape[0],), max(t_prev, 0), device=x.device, dtype=torch.long)
-            a_prev = self.abar[t_prev] if t_prev >= 0 else 1.0
-            eps, _ = self.eps_x0(model(x, tq), x, tq, clip=False)
-            x0_hat = (x - math.sqrt(1 - a_prev) * eps) / math.sqrt(a_prev)
-            x = math.sqrt(self.abar[t]) * x0_hat + math.sqrt(1 - self.abar[t]) * eps
+            x_next = _move(x, self.eps_x0(model(x, tq), x, tq, clip=False)[0], a_prev, a_t)
+            tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+            for _ in range(refine):
+                eps = self.eps_x0(model(x_next, tt), x_next, tt, clip=False)[0]
+                x_next = _move(x, eps, a_prev, a_t)
+            x = x_next
         return x
+
+
+def _move(x, eps, a_from: float, a_to: float):
+    """The deterministic DDIM move along eps from noise level abar = a_from to a_to."""
+    x0 = (x - math.sqrt(1 - a_from) * eps) / math.sqrt(a_from)
+    return math.sqrt(a_to) * x0 + math.sqrt(1 - a_to) * eps
 
 
 # --- guidance -----------------------------------------------------------------------------------
