@@ -48,6 +48,45 @@ def train_step_ms(cfg, amp=True, channels_last=False, steps=12):
     return 1000 * times[len(times) // 2], count_parameters(model)
 
 
+def peer_step_ms(cfg, steps=12):
+    """The same-size U-Net of diffusers (UNet2DModel: one residual block per level, attention at
+    8x8, class embedding), timed on the same batches, when the optional extra is installed."""
+    try:
+        from diffusers import UNet2DModel
+    except ImportError:
+        print("\n(diffusers not installed: `pip install -e .[bench]` adds the peer model)")
+        return
+    config.seed_everything(0)
+    peer = UNet2DModel(
+        sample_size=cfg["res"],
+        block_out_channels=tuple(cfg["ch"] * m for m in cfg["mults"]),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=cfg["blocks"],
+        norm_num_groups=8,
+        attention_head_dim=16,
+        num_class_embeds=cd.NULL + 1,
+    )
+    diffusion = cd.diffusion_of(cfg)
+    batch = cd._batches(cfg, torch.device("cpu"))
+    opt = torch.optim.AdamW(peer.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for step in range(steps):
+        x, y = batch(step, gen)
+        t0 = time.perf_counter()
+        loss = diffusion.loss(lambda xt, t, y=y: peer(xt, t, class_labels=y).sample, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    times = sorted(times[2:])
+    print(
+        f"| diffusers UNet2DModel, same widths | {count_parameters(peer) / 1e6:.2f} M "
+        f"| {1000 * times[len(times) // 2]:.0f} | – | – |"
+    )
+
+
 def speed():
     cfg = cd.model_config()
     print(f"training, batch {cfg['batch']}, {cfg['res']}x{cfg['res']}")
@@ -63,6 +102,8 @@ def speed():
         bf16, _ = train_step_ms(c, amp=True)
         cl, _ = train_step_ms(c, amp=True, channels_last=True)
         print(f"| {name} | {n / 1e6:.2f} M | {fp32:.0f} | {bf16:.0f} | {cl:.0f} |")
+
+    peer_step_ms(cfg)
 
     model = cd.build_model(cfg).eval()
     diffusion = cd.diffusion_of(cfg)
@@ -85,6 +126,7 @@ def speed():
 
 VARIANTS = {
     "eps, cosine, lr 2e-3, EMA": {},
+    "fp32 (no bf16 autocast)": {"amp": False},
     "eps, linear schedule": {"schedule": "linear"},
     "v-prediction": {"prediction": "v"},
     "eps + min-SNR 5": {"min_snr": 5.0},
@@ -92,29 +134,40 @@ VARIANTS = {
     "lr 1e-3": {"lr": 1e-3},
     "no EMA": {"ema": None},
     "batch 128, half the steps": {"batch": 128, "half": True},
+    "batch 32, twice the steps": {"batch": 32, "double": True},
+    "width 48": {"ch": 48},
 }
 
 
 def recipe(names, steps):
     os.environ["T2I_DATA"] = tempfile.mkdtemp(prefix="bench-diffusion-")
     labels = cd.balanced_labels(8)
-    print(f"each variant: {steps} steps; judge on {len(labels)} samples, CFG 3, DDIM 25 steps")
-    print("| variant | train s | color | shape | all | spread |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"each variant: {steps} steps of batch 64 (or the same images in other batches); judge on "
+        f"{len(labels)} samples, DDIM 25 steps, no guidance (scale 1) and CFG 3"
+    )
+    print(
+        "| variant | train s | ms/step | all, scale 1 | color, CFG 3 | shape, CFG 3 | all, CFG 3 |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name in names:
         over = dict(VARIANTS[name])
+        amp = over.pop("amp", True)
         n_steps = steps // 2 if over.pop("half", False) else steps
+        n_steps = n_steps * 2 if over.pop("double", False) else n_steps
         cfg = cd.model_config(steps=n_steps, **over)
         config.seed_everything(0)
         model = cd.build_model(cfg)
         t0 = time.perf_counter()
-        cd.train_model(model, cfg, live_plot=False)
+        cd.train_model(model, cfg, live_plot=False, amp=amp)
         dt = time.perf_counter() - t0
-        x = cd.sample(model.eval(), cd.diffusion_of(cfg), labels, "cfg", 3.0, steps=25)
-        r = cd.evaluate(x, labels)
+        model.eval()
+        diffusion = cd.diffusion_of(cfg)
+        plain = cd.evaluate(cd.sample(model, diffusion, labels, "none", steps=25), labels)
+        r = cd.evaluate(cd.sample(model, diffusion, labels, "cfg", 3.0, steps=25), labels)
         print(
-            f"| {name} | {dt:.0f} | {r['color']:.2f} | {r['shape']:.2f} | {r['all']:.2f} "
-            f"| {r['spread']:.3f} |",
+            f"| {name} | {dt:.0f} | {1000 * dt / n_steps:.0f} | {plain['all']:.2f} "
+            f"| {r['color']:.2f} | {r['shape']:.2f} | {r['all']:.2f} |",
             flush=True,
         )
 

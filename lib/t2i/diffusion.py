@@ -201,11 +201,11 @@ class GaussianDiffusion:
     def ddim_invert(self, model, x0, steps: int = 50, refine: int = 0):
         """Run DDIM (eta = 0) backwards: a real image x0 -> the noise x_T that DDIM sampling maps
         back to it (DDIM sec. 4.3, the ODE run forward); decode with `ddim_sample(eta=0)` and the
-        same steps. Each step moves along eps predicted at the current, less noisy point; with
-        refine = k it then re-predicts eps at the point it reached, k times (a fixed-point
-        iteration, Pan et al. 2023, arXiv 2305.08850), so the sampler's step from there, which
-        reads eps at that point, leads back more exactly. No x0 clipping: inversion must be exact.
-        """
+        same steps. Each step moves along eps predicted at the current, less noisy point, while
+        the sampler's step back will read eps at the point reached. With refine = k, eps is
+        predicted again at the point reached and the step redone, k times (a fixed-point
+        iteration, Pan et al. 2023, arXiv 2305.08850); it need not converge where the model is
+        rough. No x0 clipping: inversion must be exact."""
         ts = self.timesteps(steps)[::-1]
         x = x0
         for t_prev, t in zip([-1] + ts[:-1], ts):
