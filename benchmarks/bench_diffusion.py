@@ -23,12 +23,10 @@ from t2i import config
 from t2i.nn import count_parameters
 
 
-def train_step_ms(cfg, amp=True, channels_last=False, steps=12):
-    config.seed_everything(0)
-    model = cd.build_model(cfg)
+def median_step_ms(model, cfg, predict, amp=False, channels_last=False, steps=12):
+    """Median ms of a training step (loss, backward, AdamW) of `model` on the recipe's batches;
+    predict(model, x_t, t, y) returns the model's eps."""
     diffusion = cd.diffusion_of(cfg)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     batch = cd._batches(cfg, torch.device("cpu"))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
@@ -39,16 +37,25 @@ def train_step_ms(cfg, amp=True, channels_last=False, steps=12):
             x = x.contiguous(memory_format=torch.channels_last)
         t0 = time.perf_counter()
         with config.autocast(torch.device("cpu"), amp):
-            loss = diffusion.loss(lambda xt, t, y=y: model(xt, t, y), x)
+            loss = diffusion.loss(lambda xt, t, y=y: predict(model, xt, t, y), x)
         opt.zero_grad()
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
     times = sorted(times[2:])
-    return 1000 * times[len(times) // 2], count_parameters(model)
+    return 1000 * times[len(times) // 2]
 
 
-def peer_step_ms(cfg, steps=12):
+def train_step_ms(cfg, amp=True, channels_last=False):
+    config.seed_everything(0)
+    model = cd.build_model(cfg)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ms = median_step_ms(model, cfg, lambda m, xt, t, y: m(xt, t, y), amp, channels_last)
+    return ms, count_parameters(model)
+
+
+def peer_step_ms(cfg):
     """The same-size U-Net of diffusers (UNet2DModel: one residual block per level, attention at
     8x8, class embedding), timed on the same batches, when the optional extra is installed."""
     try:
@@ -67,23 +74,10 @@ def peer_step_ms(cfg, steps=12):
         attention_head_dim=16,
         num_class_embeds=cd.NULL + 1,
     )
-    diffusion = cd.diffusion_of(cfg)
-    batch = cd._batches(cfg, torch.device("cpu"))
-    opt = torch.optim.AdamW(peer.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    times = []
-    for step in range(steps):
-        x, y = batch(step, gen)
-        t0 = time.perf_counter()
-        loss = diffusion.loss(lambda xt, t, y=y: peer(xt, t, class_labels=y).sample, x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        times.append(time.perf_counter() - t0)
-    times = sorted(times[2:])
+    ms = median_step_ms(peer, cfg, lambda m, xt, t, y: m(xt, t, class_labels=y).sample)
     print(
         f"| diffusers UNet2DModel, same widths | {count_parameters(peer) / 1e6:.2f} M "
-        f"| {1000 * times[len(times) // 2]:.0f} | – | – |"
+        f"| {ms:.0f} | – | – |"
     )
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from t2i import class_diffusion as cd
-from t2i import cli
+from t2i import cli, tokens
 from t2i.diffusion import GaussianDiffusion, cfg, classifier_grad, cosine_betas, linear_betas
 from t2i.nn import ResBlock, timestep_embedding
 from t2i.unet import NoisyClassifier, UNet
@@ -135,17 +135,20 @@ def test_ddim_inversion_then_sampling_returns_the_input_with_a_perfect_model():
     assert torch.allclose(back, x0, atol=1e-4)
 
 
-def test_ddim_inversion_of_gaussian_data_maps_to_unit_noise_and_back():
+def gaussian_data_eps_model(d, sigma):
     # Data N(0, sigma^2): the exact eps is sqrt(1 - abar) x / (abar sigma^2 + 1 - abar), and the
     # ODE only rescales, so inversion should give x0 / sigma (unit-variance noise).
-    d, sigma = GaussianDiffusion(1000, "cosine"), 0.3
-
     def model(x, t):
         a = d._at(d.abar, t, x)
         return (1 - a).sqrt() * x / (a * sigma**2 + 1 - a)
 
     torch.manual_seed(0)
-    x0 = sigma * torch.randn(64, 3, 4, 4)
+    return model, sigma * torch.randn(64, 3, 4, 4)
+
+
+def test_ddim_inversion_of_gaussian_data_maps_to_unit_noise_and_back():
+    d = GaussianDiffusion(1000, "cosine")
+    model, x0 = gaussian_data_eps_model(d, sigma=0.3)
     xT = d.ddim_invert(model, x0, steps=50)
     assert xT.std().item() == pytest.approx(1.0, abs=0.1)
     err = lambda n: (d.ddim_sample(model, d.ddim_invert(model, x0, n), n) - x0).abs().mean()  # noqa: E731
@@ -153,16 +156,10 @@ def test_ddim_inversion_of_gaussian_data_maps_to_unit_noise_and_back():
 
 
 def test_fixed_point_refinement_shrinks_the_inversion_error():
-    # The same Gaussian data: refining eps at the point each inversion step reaches makes the
-    # sampler's step from there lead back, so the round trip error falls well below plain DDIM's.
-    d, sigma = GaussianDiffusion(1000, "cosine"), 0.3
-
-    def model(x, t):
-        a = d._at(d.abar, t, x)
-        return (1 - a).sqrt() * x / (a * sigma**2 + 1 - a)
-
-    torch.manual_seed(0)
-    x0 = sigma * torch.randn(64, 3, 4, 4)
+    # Refining eps at the point each inversion step reaches makes the sampler's step from there
+    # lead back, so the round trip error falls well below plain DDIM's.
+    d = GaussianDiffusion(1000, "cosine")
+    model, x0 = gaussian_data_eps_model(d, sigma=0.3)
     err = lambda k: (d.ddim_sample(model, d.ddim_invert(model, x0, 10, k), 10) - x0).abs().mean()  # noqa: E731
     assert err(3) < err(0) / 3
 
@@ -305,8 +302,8 @@ def test_evaluate_on_real_renders_and_psnr():
     large = ds.scenes.size[:, 0] == 1
     one_size = cd.evaluate(ds.tensor()[large], labels[large].tolist())
     assert one_size["size_entropy"] == 0.0 and one_size["color"] == 1.0
-    x = ds.tensor()
-    assert cd.psnr(x, x + 0.02) == pytest.approx(10 * math.log10(4 / 0.0004), rel=1e-4)
+    x = torch.zeros(2, 3, 4, 4)  # the notebook's inversion PSNR is the tokenizers' function
+    assert tokens.psnr(x, x + 0.02) == pytest.approx(10 * math.log10(4 / 0.0004), rel=1e-4)
 
 
 def test_cli_train_sample_evaluate(tmp_path, capsys):

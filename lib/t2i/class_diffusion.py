@@ -269,12 +269,6 @@ def _binary_entropy(p: float) -> float:
     return 0.0 if p in (0.0, 1.0) else float(-p * np.log2(p) - (1 - p) * np.log2(1 - p))
 
 
-def psnr(a, b) -> float:
-    """Peak signal-to-noise ratio in dB of images in [-1, 1] (peak-to-peak 2)."""
-    mse = ((a.float() - b.float()) ** 2).mean().item()
-    return 10 * np.log10(4.0 / max(mse, 1e-12))
-
-
 # --- command line -------------------------------------------------------------------------------
 
 
