@@ -1,9 +1,11 @@
-"""DALL-E: masks, own padding tokens, loss weighting, top-k, seeded and primed sampling."""
+"""DALL-E: masks, own padding tokens, loss weighting, top-k, seeded and primed sampling, and the
+key/value cache (same logits and same tokens as rerunning the prefix)."""
 
 import torch
 import torch.nn.functional as F
 
 from t2i import checkpoint, dalle, vqvae
+from t2i.nn import Block, KVCache
 
 
 def tiny(layers="dense"):
@@ -89,6 +91,42 @@ def test_sampling_is_reproducible_and_priming_keeps_tokens():
     assert torch.equal(out.flatten(1)[:, :24], prime)
     greedy = dalle.sample_tokens(model, text, top_k=1, seed=4)
     assert (greedy == greedy[0]).all()  # top-1: no randomness left, same caption, same image
+
+
+def test_kv_cache_logits_match_full_forward():
+    for layers in ("dense", ["row", "conv"]):
+        model = tiny(layers)
+        text = model.text_tokens(["a red circle", "a blue square"])
+        image = torch.randint(0, 16, (2, 63))
+        full = model(text, image)
+        cache = [KVCache() for _ in model.blocks]
+        steps = [model(text, image[:, :10], cache)]  # text and 10 primed tokens in one go
+        steps += [model(text, image[:, :n], cache) for n in range(11, 64)]  # then one at a time
+        assert len(cache[0]) == full.shape[1] and all(s.shape[1] == 1 for s in steps[1:])
+        torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_kv_cache_in_a_causal_block_with_context():
+    torch.manual_seed(0)
+    block = Block(16, 2, context=True).eval()
+    x, context = torch.randn(2, 9, 16), torch.randn(2, 5, 16)
+    full = block(x, context=context, causal=True)
+    cache = KVCache()
+    steps = [block(x[:, :4], context=context, causal=True, cache=cache)]
+    steps += [
+        block(x[:, t : t + 1], context=context, causal=True, cache=cache) for t in range(4, 9)
+    ]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_cached_sampling_gives_the_same_tokens():
+    prime = torch.randint(0, 16, (3, 10))
+    for layers in ("dense", ["row", "conv"]):
+        model = tiny(layers)
+        text = model.text_tokens(["a red circle", "a blue square", "a small green triangle"])
+        for kw in (dict(seed=1), dict(seed=2, temperature=0.7, top_k=5), dict(seed=3, prime=prime)):
+            cached = dalle.sample_tokens(model, text, **kw)
+            assert torch.equal(cached, dalle.sample_tokens(model, text, use_cache=False, **kw))
 
 
 def test_dalle_trains_and_generates(tmp_path, monkeypatch):

@@ -52,14 +52,46 @@ def cmd_judge(args):
     from . import judge
 
     table = judge.accuracy_table(n=args.n, seed=args.seed)
+    junk = judge.rejection_table(n=min(args.n, 300), seed=args.seed)
     if args.json:
         flat = {f"{cond} {fact}": v for cond, row in table.items() for fact, v in row.items()}
+        flat.update(
+            {f"junk {kind} says no to {f}": v for kind, row in junk.items() for f, v in row.items()}
+        )
         print(json.dumps(flat))
-    else:
-        facts = list(next(iter(table.values())))
-        print(f"{'':22s}" + "".join(f"{f:>10s}" for f in facts))
-        for cond, row in table.items():
-            print(f"{cond:22s}" + "".join(f"{row[f]:10.3f}" for f in facts))
+        return
+    facts = list(next(iter(table.values())))
+    print(f"agreement with the truth, n = {args.n} scenes per row")
+    print(f"{'':22s}" + "".join(f"{f:>10s}" for f in facts))
+    for cond, row in table.items():
+        print(f"{cond:22s}" + "".join(f"{row[f]:10.3f}" for f in facts))
+    print(
+        f"\njunk: how often the judge says no to a fact that does not hold, n = {min(args.n, 300)}"
+    )
+    for kind, row in junk.items():
+        print(f"{kind:22s}" + "  ".join(f"{f} {v:.3f}" for f, v in row.items()))
+
+
+def cmd_judge_score(args):
+    from . import judge, plot
+
+    images = plot.read_pngs(args.png)
+    rows = judge.score_each(images, [args.prompt] * len(images))
+    table = judge.score(images, args.prompt)
+    out = {"prompt": args.prompt, "n": table.pop("n")}
+    out.update({fact: float(rate) for fact, rate in table.items()})
+    out["interval95"] = {fact: list(rate.interval()) for fact, rate in table.items()}
+    if args.each:
+        out["images"] = [{"path": path, **row} for path, row in zip(args.png, rows)]
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(f"{args.prompt!r} on {out['n']} image(s):")
+    for fact, rate in table.items():
+        lo, hi = rate.interval()
+        print(f"  {fact:10s} {float(rate):.3f}  [{lo:.3f}, {hi:.3f}]")
+    for row in out.get("images", []):
+        print(f"  {row['path']}: " + ", ".join(f"{k}={v}" for k, v in row.items() if k != "path"))
 
 
 def cmd_summary(args):
@@ -88,11 +120,21 @@ def main(argv=None):
     p.add_argument("--split", default="train", choices=["train", "test", "heldout"])
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("judge", help="the judge's accuracy on fresh renders, blur and noise")
+    p = sub.add_parser(
+        "judge", help="the judge's accuracy (renders, blur, noise, junk); `judge score` scores PNGs"
+    )
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_judge)
+    q = p.add_subparsers(dest="judge_command").add_parser(
+        "score", help="score image files against a prompt"
+    )
+    q.add_argument("png", nargs="+", help="image files (PNG), all of one size")
+    q.add_argument("--prompt", required=True, help='e.g. "a red circle above a blue square"')
+    q.add_argument("--json", action="store_true", help="print one JSON object")
+    q.add_argument("--each", action="store_true", help="also the facts of every image")
+    q.set_defaults(func=cmd_judge_score)
 
     p = sub.add_parser("summary", help="print the check numbers of executed notebooks")
     p.add_argument("dir", nargs="?", default="build/notebooks")

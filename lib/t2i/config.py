@@ -5,7 +5,7 @@ T2I_PROFILE picks the sizes of data, models and training:
   cpu    a laptop CPU: each notebook in a few minutes, results that visibly work;
   gpu    one GPU: bigger models, 64x64 images, better results.
 The default is gpu when CUDA is available, else cpu. T2I_DATA (default: the repository's data/)
-holds generated datasets and trained checkpoints.
+holds generated datasets and trained checkpoints. T2I_AMP=0 turns bf16 autocast off.
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ def device() -> torch.device:
 
 def bf16_supported(dev: torch.device) -> bool:
     """Whether bfloat16 autocast is fast here: CUDA with bf16, or a CPU with AVX-512 BF16 or AMX
-    (many laptops have neither, and there bf16 is slower than fp32)."""
+    (many laptops have neither, and there bf16 is slower than fp32). T2I_AMP=0 turns it off, to
+    time what a CPU without bf16 units does (see benchmarks/README.md)."""
+    if os.environ.get("T2I_AMP", "1") == "0":
+        return False
     if dev.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if dev.type == "cpu":

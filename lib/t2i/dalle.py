@@ -15,8 +15,9 @@ VQ-VAE codes). As in the paper:
     `layers=` picks one per layer.
 Sampling draws one image token at a time with a temperature and top-k filter, many samples per
 caption in one batch, optionally starting from the first rows of a real image ("primed").
-There is no key/value cache: each step reruns the transformer over the whole prefix (the
-benchmark measures what that costs).
+A key/value cache (`t2i.nn.KVCache`, one per layer) keeps what each layer computed for the prefix,
+so each step feeds only the newest token (use_cache=False reruns the whole prefix every step, the
+same tokens for ~39x the work; the benchmark measures both).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import checkpoint, config, plot, shapes, tokenizer, train, vqvae
-from .nn import Block
+from .nn import Block, KVCache
 
 TEXT_WEIGHT, IMAGE_WEIGHT = 1 / 8, 7 / 8
 PATTERNS = ("dense", "row", "column", "conv")
@@ -114,23 +115,28 @@ class DALLE(nn.Module):
         pos = torch.arange(self.text_len).expand_as(ids)
         return torch.where(ids == self.tok.pad_id, len(self.tok) + pos, ids)
 
-    def forward(self, text, image):
+    def forward(self, text, image, cache=None):
         """text (B, text_len), image (B, n) with n <= 64 -> logits (B, text_len + n, vocab),
-        where position p predicts token p + 1; the wrong modality's logits are -inf."""
-        n = image.shape[1]
-        j = torch.arange(n, device=image.device)
+        where position p predicts token p + 1; the wrong modality's logits are -inf.
+        cache: optional list of one `KVCache` per block holding the first P positions; only the
+        positions after them are computed (and added to it): logits (B, text_len + n - P, vocab)."""
+        P = 0 if cache is None else len(cache[0])
+        i, n = max(P - self.text_len, 0), image.shape[1]
+        j = torch.arange(i, n, device=image.device)
         x = torch.cat(
             [
-                self.text_emb(text) + self.text_pos.weight,
-                self.image_emb(image) + self.row_emb(j // self.grid) + self.col_emb(j % self.grid),
+                self.text_emb(text[:, P:]) + self.text_pos.weight[P:],
+                self.image_emb(image[:, i:])
+                + self.row_emb(j // self.grid)
+                + self.col_emb(j % self.grid),
             ],
             1,
         )
-        T = x.shape[1]
-        for block, mask in zip(self.blocks, self.masks):
-            x = block(x, mask=mask[:T, :T])
+        T = self.text_len + n
+        for block, mask, c in zip(self.blocks, self.masks, cache or [None] * len(self.blocks)):
+            x = block(x, mask=mask[P:T, :T], cache=c)
         logits = self.head(self.ln(x)).float()
-        return logits.masked_fill(~self.logits_mask[:T], float("-inf"))
+        return logits.masked_fill(~self.logits_mask[P:T], float("-inf"))
 
     def loss(self, text, image):
         """(text loss + 7 image loss) / 8 (the paper's weighting). Returns (loss, logs)."""
@@ -158,9 +164,11 @@ def top_k_filter(logits, top_k: int | float | None):
 
 
 @torch.no_grad()
-def sample_tokens(model, text, temperature=1.0, top_k=None, seed=0, prime=None):
+def sample_tokens(model, text, temperature=1.0, top_k=None, seed=0, prime=None, use_cache=True):
     """Image token grids (B, 8, 8) for text ids (B, text_len), one token at a time. prime: an
-    optional (B, m) long tensor of the first m image tokens, kept as they are."""
+    optional (B, m) long tensor of the first m image tokens, kept as they are. use_cache: feed only
+    the newest token to the transformer, reading the prefix's keys and values from a `KVCache`
+    per layer; False reruns the whole prefix every step (the same tokens, ~39x the work)."""
     if temperature <= 0:
         raise ValueError("temperature must be > 0 (lower is greedier)")
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -170,8 +178,9 @@ def sample_tokens(model, text, temperature=1.0, top_k=None, seed=0, prime=None):
     if prime is not None:
         image = prime.to(dev).long()
     n = model.grid**2
+    cache = [KVCache() for _ in model.blocks] if use_cache else None
     while image.shape[1] < n:
-        logits = model(text, image)[:, -1, model.text_vocab :]
+        logits = model(text, image, cache)[:, -1, model.text_vocab :]
         probs = F.softmax(top_k_filter(logits, top_k) / temperature, -1)
         nxt = torch.multinomial(probs.cpu(), 1, generator=gen).to(dev)
         image = torch.cat([image, nxt], 1)
@@ -187,15 +196,16 @@ def generate(
     seed: int = 0,
     prime=None,
     batch: int = 256,
+    use_cache: bool = True,
 ):
     """Images (N, 3, 32, 32) in [-1, 1] (64x64 on gpu), one per prompt (repeat a prompt for
-    many samples; they are drawn in batches)."""
+    many samples; they are drawn in batches). use_cache: see `sample_tokens`."""
     model.eval()
     out = []
     for i in range(0, len(prompts), batch):
         text = model.text_tokens(prompts[i : i + batch])
         p = None if prime is None else prime[i : i + batch].flatten(1)
-        idx = sample_tokens(model, text, temperature, top_k, seed + i, p)
+        idx = sample_tokens(model, text, temperature, top_k, seed + i, p, use_cache)
         out.append(model.vae.decode_tokens(idx).cpu())
     return torch.cat(out)
 

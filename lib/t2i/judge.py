@@ -9,11 +9,18 @@ colour, x = bg + alpha * (colour - bg); each colour's alpha map is that object's
 colours in a scene are distinct). A mask's area says whether the object is there, its centroid
 gives the position, and its shape and size come by analysis by synthesis: the judge draws every
 shape at both sizes on that centroid with the shapes world's own renderer and keeps the drawing
-closest to the mask.
+closest to the mask. An object counts only if that drawing fits the mask (soft IoU >= MIN_FIT):
+noise, smears, half shapes and merged shapes are "blobs", which carry no fact. Everything else
+that differs from the background is clutter, and a clean image has almost none.
+
+Scoring a caption pairs each object it states with one readable object of the image, and reads
+every fact of that object (colour, shape, size, position) from its partner: "a red circle" holds
+only where one object is both red and a circle.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -22,10 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from . import shapes
+from .stats import Rate
 
 BG = torch.tensor(shapes.BACKGROUND, dtype=torch.float32) / 255.0
 PAL = torch.from_numpy(shapes.PALETTE)
-FACTS = ["count", "color", "shape", "size", "position", "binding", "relation"]
+FACTS = ["count", "clean", "color", "shape", "size", "position", "binding", "relation"]
 
 # Cell boundaries: halfway between the grid's column (row) centres.
 _CELL_SPLITS = torch.tensor((shapes.CELL_CENTERS[:-1] + shapes.CELL_CENTERS[1:]) / 2)
@@ -45,18 +53,26 @@ def as_unit_images(images) -> torch.Tensor:
 
 @dataclass
 class Reading:
-    """What the judge sees, per image and palette colour: numpy arrays of shape (n, n_colors)."""
+    """What the judge sees. Per image and palette colour, numpy arrays of shape (n, n_colors):
+    `present` marks a readable object (a flat shape that fits a template), `blob` marks colour
+    mass that is not one (noise, a smear, half a shape, two shapes merged). Per image (n,):
+    `clutter`, the fraction of pixels that differ from the background and belong to no object,
+    and `grain`, the RMS distance from the background colour of the pixels outside objects."""
 
-    present: np.ndarray  # bool
-    shape: np.ndarray  # index into SHAPES
+    present: np.ndarray  # bool: a readable object of this colour
+    blob: np.ndarray  # bool: mass of this colour that is no readable object
+    shape: np.ndarray  # index into SHAPES (meaningful where present)
     size: np.ndarray  # index into SIZES
     cell: np.ndarray  # index into POSITIONS
     cx: np.ndarray  # centroid, fraction of width
     cy: np.ndarray
     area: np.ndarray  # fraction of the image
+    fit: np.ndarray  # soft IoU of the colour's mask with its best template (0 where no mass)
+    clutter: np.ndarray  # (n,) fraction of pixels
+    grain: np.ndarray  # (n,) RMS per channel, in [0, 1] units
 
     def objects(self, i: int) -> list[dict]:
-        """Image i's detected objects in readable form."""
+        """Image i's readable objects in readable form."""
         out = []
         for c in np.flatnonzero(self.present[i]):
             out.append(
@@ -69,9 +85,32 @@ class Reading:
             )
         return out
 
+    def clean(self, i: int) -> bool:
+        """Image i has nothing but its readable objects on a plain background."""
+        return bool(
+            not self.blob[i].any() and self.clutter[i] <= MAX_CLUTTER and self.grain[i] <= MAX_GRAIN
+        )
 
-def _masks(x: torch.Tensor):
-    """Per colour: soft coverage alpha (n, C, H, W), zero where another colour explains better."""
+
+# A readable object fits its best template with at least this soft IoU. Clean renders reach
+# 0.89 at 16 px and 0.96 at 32; of half shapes, merged pairs and smears, fewer than 1% do.
+MIN_FIT = 0.82
+# Edge softness of the templates, as a Gaussian sigma in fractions of the image side: a sharp
+# render and one blurred by 1/32 of the side (a pixel at 32x32), so that a soft-edged but whole
+# shape still fits; a smear does not.
+EDGES = (0.0, 1 / 32)
+
+# Foreground outside every readable object, as a fraction of the image, that still counts as a
+# clean background: one stray pixel at 16x16, four at 32x32 (a speckled background exceeds it).
+MAX_CLUTTER = 0.004
+# The background's RMS distance from its colour (per channel, in [0, 1]) that still counts as
+# plain: a render with noise of std 0.05 passes, one of std 0.1 does not.
+MAX_GRAIN = 0.08
+
+
+def _alpha(x: torch.Tensor):
+    """Per colour, soft coverage alpha (n, C, H, W), zero where another colour explains the
+    pixel better or none explains it; and the pixels no colour explains (n, H, W)."""
     v = x - BG.view(1, 3, 1, 1)
     d = PAL - BG  # (C, 3)
     alpha = torch.einsum("nkhw,ck->nchw", v, d) / (d**2).sum(1).view(1, -1, 1, 1)
@@ -80,20 +119,21 @@ def _masks(x: torch.Tensor):
     best = resid.argmin(1, keepdim=True)
     own = torch.zeros_like(alpha).scatter_(1, best, 1.0)
     explained = resid.gather(1, best) < 0.15
-    return alpha * own * explained * (alpha > 0.35)
+    unexplained = ~explained[:, 0] & ((v**2).sum(1) > 0.15)
+    return alpha * own * explained, unexplained
 
 
 def read(images) -> Reading:
-    """Detect each palette colour's object and measure it."""
+    """Detect each palette colour's object, measure it, and say whether it is a readable shape."""
     x = as_unit_images(images).contiguous()
     n, _, h, w = x.shape
-    m = _masks(x).contiguous()
+    raw, unexplained = _alpha(x)
     # Drop isolated pixels (noise): keep mass within reach of a pixel with two or more neighbours.
-    b = (m > 0.5).float()
+    b = (raw > 0.5).float()
     k = torch.ones(1, 1, 3, 3)
     nbrs = F.conv2d(b.reshape(-1, 1, h, w), k, padding=1).view_as(b) - b
     b = b * (nbrs >= 2)
-    m = m * (F.conv2d(b.reshape(-1, 1, h, w), k, padding=1).view_as(b) > 0)
+    m = raw * (F.conv2d(b.reshape(-1, 1, h, w), k, padding=1).view_as(b) > 0) * (raw > 0.1)
 
     area = m.sum((2, 3)) / (h * w)
     ys = (torch.arange(h, dtype=torch.float32) + 0.5) / h
@@ -101,102 +141,141 @@ def read(images) -> Reading:
     mass = m.sum((2, 3)).clamp_min(1e-6)
     cx = (m.sum(2) * xs).sum(-1) / mass
     cy = (m.sum(3) * ys).sum(-1) / mass
-    present = area >= _MIN_AREA
+    massive = area >= _MIN_AREA / 4  # enough colour to be an object or to spoil the image
 
-    # Analysis by synthesis: render every (shape, size) at the object's centroid and keep the one
-    # whose coverage map is closest to the observed mask.
+    # Analysis by synthesis: render every (shape, size) at the mask's centroid, keep the one
+    # closest to the mask, and call the object readable only if that template fits it well.
     shape = torch.zeros(n, len(PAL), dtype=torch.long)
     size = torch.zeros_like(shape)
-    idx = torch.nonzero(present)
+    fit = torch.zeros(n, len(PAL))
+    covered = torch.zeros(n, h, w, dtype=torch.bool)  # pixels the readable objects account for
+    idx = torch.nonzero(massive)
     if len(idx):
         obs = m[idx[:, 0], idx[:, 1]]  # (k, H, W)
-        tmpl = _templates(cx[present].numpy(), cy[present].numpy(), h)  # (k, S, 2, H, W)
-        err = ((tmpl - obs[:, None, None]) ** 2).sum((-1, -2)).flatten(1)
+        tmpl = _templates(cx[massive].numpy(), cy[massive].numpy(), h).flatten(1, 3)
+        err = ((tmpl - obs[:, None]) ** 2).sum((-1, -2))
         best = err.argmin(1)
-        shape[present], size[present] = best // 2, best % 2
+        t = tmpl[torch.arange(len(idx)), best]  # (k, H, W)
+        iou = torch.minimum(t, obs).sum((1, 2)) / torch.maximum(t, obs).sum((1, 2))
+        kind = best // len(EDGES)
+        shape[massive], size[massive], fit[massive] = kind // 2, kind % 2, iou
+        good = iou >= MIN_FIT
+        halo = F.max_pool2d((t[good] > 0.05)[:, None].float(), 3, 1, 1)[:, 0] > 0
+        covered.index_put_((idx[good, 0],), halo, accumulate=True)
+    present = (area >= _MIN_AREA) & (fit >= MIN_FIT)
+    blob = massive & ~present
+    # Clutter: foreground that no readable object accounts for (speckles count, noise too).
+    fg = (raw > 0.5).any(1) | unexplained
+    clutter = (fg & ~covered).float().mean((1, 2))
+    outside = (~covered).float()
+    sq = ((x - BG.view(1, 3, 1, 1)) ** 2).mean(1)
+    grain = ((sq * outside).sum((1, 2)) / outside.sum((1, 2)).clamp_min(1)).sqrt()
     col = torch.bucketize(cx.contiguous(), _CELL_SPLITS.float())
     row = torch.bucketize(cy.contiguous(), _CELL_SPLITS.float())
-    fields = (present, shape, size, 3 * row + col, cx, cy, area)
+    fields = (present, blob, shape, size, 3 * row + col, cx, cy, area, fit, clutter, grain)
     return Reading(*(f.numpy() for f in fields))
 
 
 def _templates(cx: np.ndarray, cy: np.ndarray, res: int) -> torch.Tensor:
-    """Coverage maps (k, n_shapes, n_sizes, res, res) of each shape and size centred (by
-    centroid) on each (cx, cy), drawn with the shapes world's own renderer."""
+    """Coverage maps (k, n_shapes, n_sizes, n_edges, res, res) of each shape, size and edge
+    softness centred (by centroid) on each (cx, cy), from the shapes world's own signed distances:
+    a sharp edge ramps over one pixel as the renderer draws it, a soft one as a blurred edge."""
     coords = (np.arange(res, dtype=np.float32) + 0.5) / res
-    out = np.empty((len(cx), len(shapes.SHAPES), len(shapes.SIZES), res, res), np.float32)
+    out = torch.empty(len(cx), len(shapes.SHAPES), len(shapes.SIZES), len(EDGES), res, res)
     for si, name in enumerate(shapes.SHAPES):
         for zi, r in enumerate(shapes.RADII):
             # A triangle's centroid sits R/4 below the centre of its box (see shapes.py).
             shift = shapes.TRIANGLE_CIRCUM * r / 4 if name == "triangle" else 0.0
             dx = coords[None, None, :] - cx[:, None, None]
             dy = coords[None, :, None] - (cy[:, None, None] - shift)
-            sdf = shapes.SIGNED_DISTANCE[name](dx, dy, np.float32(r))
-            out[:, si, zi] = np.clip(0.5 - sdf * res, 0.0, 1.0)
-    return torch.from_numpy(out)
+            sdf = torch.from_numpy(shapes.SIGNED_DISTANCE[name](dx, dy, np.float32(r)) * res)
+            for ei, sigma in enumerate(EDGES):
+                if sigma == 0:
+                    out[:, si, zi, ei] = (0.5 - sdf).clamp(0.0, 1.0)
+                else:
+                    px = sigma * res * math.sqrt(2)
+                    out[:, si, zi, ei] = 0.5 * torch.special.erfc(sdf / px)
+    return out
 
 
 # --- scoring captions -----------------------------------------------------------------------
 
+# How much each stated fact weighs when the judge pairs the caption's objects with the image's.
+_MATCH_WEIGHTS = {"color": 4.01, "shape": 4.0, "size": 1.0, "position": 1.0}
+
+
+def _match(wanted: list[dict], seen: list[dict]) -> list[dict | None]:
+    """Pair each object the caption states with a distinct object of the image (or None),
+    maximizing the weighted number of facts that agree: the caption's objects are then read
+    from the objects that stand for them, never from pixels elsewhere."""
+    best, best_score = [None] * len(wanted), -1.0
+    slots = seen + [None] * len(wanted)
+    for perm in itertools.permutations(range(len(slots)), len(wanted)):
+        pick = [slots[j] for j in perm]
+        total = sum(
+            _MATCH_WEIGHTS[key] * (o is not None and o[key] == want[key])
+            for want, o in zip(wanted, pick)
+            for key in want
+        )
+        if total > best_score:
+            best, best_score = pick, total
+    return best
+
 
 def check(reading: Reading, i: int, text: str) -> dict[str, bool]:
-    """Which of the caption's facts hold in image i (only the facts the caption states)."""
+    """Which of the caption's facts hold in image i: the facts the caption states, read from the
+    readable object that stands for each of its objects, plus "count" (exactly as many objects
+    as stated, and no unreadable blob) and "clean" (nothing else on the background)."""
     facts = shapes.parse_caption(text)
     seen = reading.objects(i)
-    by_color = {o["color"]: o for o in seen}
+    found = _match(facts.objects, seen)
     out: dict[str, list[bool]] = {}
-
-    def add(name, ok):
-        out.setdefault(name, []).append(bool(ok))
-
-    found = []
-    for obj in facts.objects:
-        if "color" in obj:
-            add("color", obj["color"] in by_color)
-            match = by_color.get(obj["color"])
-        else:
-            match = next((o for o in seen if o["shape"] == obj.get("shape")), None)
-        if "shape" in obj:
-            add("shape", any(o["shape"] == obj["shape"] for o in seen))
-        for key in ("size", "position"):
-            if key in obj:
-                add(key, match is not None and match[key] == obj[key])
-        found.append(match)
-    add("count", len(seen) == len(facts.objects))
+    for want, o in zip(facts.objects, found):
+        for key in ("color", "shape", "size", "position"):
+            if key in want:
+                out.setdefault(key, []).append(o is not None and o[key] == want[key])
+    out["count"] = [len(seen) == len(facts.objects) and not reading.blob[i].any()]
+    out["clean"] = [reading.clean(i)]
     if len(facts.objects) > 1:
-        add(
-            "binding",
+        out["binding"] = [
             all(
-                m is not None and m["shape"] == o.get("shape", m["shape"])
-                for o, m in zip(facts.objects, found)
-            ),
-        )
+                o is not None and all(o[k] == want[k] for k in ("color", "shape") if k in want)
+                for want, o in zip(facts.objects, found)
+            )
+        ]
     if facts.relation is not None and len(found) >= 2:
         a, b = found[0], found[1]
         ok = a is not None and b is not None
         if ok:
             ia = shapes.COLOR_NAMES.index(a["color"])
             ib = shapes.COLOR_NAMES.index(b["color"])
-            dx = reading.cx[i, ia] - reading.cx[i, ib]
-            dy = reading.cy[i, ia] - reading.cy[i, ib]
-            ok = {"left of": dx < 0, "right of": dx > 0, "above": dy < 0, "below": dy > 0}[
-                facts.relation
-            ]
-        add("relation", ok)
+            ok = _relation_holds(
+                facts.relation,
+                reading.cx[i, ia] - reading.cx[i, ib],
+                reading.cy[i, ia] - reading.cy[i, ib],
+            )
+        out["relation"] = [ok]
     result = {k: all(v) for k, v in out.items()}
     result["all"] = all(result.values())
     return result
 
 
+def _relation_holds(relation: str, dx: float, dy: float) -> bool:
+    return bool({"left of": dx < 0, "right of": dx > 0, "above": dy < 0, "below": dy > 0}[relation])
+
+
 def score_each(images, captions: list[str]) -> list[dict[str, bool]]:
     """Per image: which of its caption's facts hold."""
+    if len(captions) != len(images):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
     reading = read(images)
     return [check(reading, i, c) for i, c in enumerate(captions)]
 
 
-def score(images, captions: list[str] | str) -> dict[str, float]:
-    """The judge's table for a batch: the fraction of images where each fact holds (over the
-    images whose caption states that fact), plus "all" (every stated fact holds) and "n"."""
+def score(images, captions: list[str] | str) -> dict:
+    """The judge's table for a batch: per fact, the fraction of images where it holds (a
+    `stats.Rate`, over the images whose caption states that fact, with its n and 95% interval),
+    plus "all" (every stated fact holds) and "n" (images)."""
     if isinstance(captions, str):
         captions = [captions] * len(images)
     rows = score_each(images, captions)
@@ -204,7 +283,7 @@ def score(images, captions: list[str] | str) -> dict[str, float]:
     for fact in FACTS + ["all"]:
         vals = [r[fact] for r in rows if fact in r]
         if vals:
-            table[fact] = sum(vals) / len(vals)
+            table[fact] = Rate.of(vals)
     table["n"] = len(rows)
     return table
 
@@ -212,19 +291,21 @@ def score(images, captions: list[str] | str) -> dict[str, float]:
 # --- the judge's own accuracy ---------------------------------------------------------------
 
 
-def accuracy_vs_truth(images, scenes: shapes.Scenes) -> dict[str, float]:
+def accuracy_vs_truth(images, scenes: shapes.Scenes) -> dict[str, Rate]:
     """Per fact, how often the judge's reading agrees with the ground-truth scene.
 
-    Unlike scoring a true caption, this also punishes seeing what is not there: the detected
-    colours must be exactly the scene's colours ("count"), and each object's attributes must
-    match its truth.
+    Unlike scoring a true caption, this also punishes seeing what is not there: the readable
+    colours must be exactly the scene's colours, with no blob ("count"), the background must
+    read as clean, and each object's attributes must match its truth.
     """
     r = read(images)
-    n = len(scenes)
     hits: dict[str, list[bool]] = {f: [] for f in FACTS}
-    for i in range(n):
+    for i in range(len(scenes)):
         truth = {scenes.color[i, j]: j for j in range(scenes.count[i])}
-        hits["count"].append(set(truth) == set(np.flatnonzero(r.present[i])))
+        hits["count"].append(
+            set(truth) == set(np.flatnonzero(r.present[i])) and not r.blob[i].any()
+        )
+        hits["clean"].append(r.clean(i))
         bound = True
         for c, j in truth.items():
             ok = bool(r.present[i, c])
@@ -239,10 +320,9 @@ def accuracy_vs_truth(images, scenes: shapes.Scenes) -> dict[str, float]:
         if scenes.relation[i] >= 0:
             a, b = scenes.color[i, 0], scenes.color[i, 1]
             rel = shapes.RELATIONS[scenes.relation[i]]
-            dx, dy = r.cx[i, a] - r.cx[i, b], r.cy[i, a] - r.cy[i, b]
-            ok = {"left of": dx < 0, "right of": dx > 0, "above": dy < 0, "below": dy > 0}[rel]
-            hits["relation"].append(bool(ok and r.present[i, a] and r.present[i, b]))
-    return {f: float(np.mean(v)) for f, v in hits.items() if v}
+            ok = _relation_holds(rel, r.cx[i, a] - r.cx[i, b], r.cy[i, a] - r.cy[i, b])
+            hits["relation"].append(ok and bool(r.present[i, a] and r.present[i, b]))
+    return {f: Rate.of(v) for f, v in hits.items() if v}
 
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -277,4 +357,17 @@ def accuracy_table(
     for s in noises:
         noisy = clean + s * torch.randn(clean.shape, generator=gen)
         table[f"32x32 noise {s}"] = accuracy_vs_truth(noisy, scenes)
+    return table
+
+
+def rejection_table(n: int = 300, res: int = 32, seed: int = 2024) -> dict[str, dict[str, Rate]]:
+    """Per junk kind (`t2i.junk`), per fact that must not hold there: how often the judge says
+    "no" (1.0 is perfect), over n images."""
+    from . import junk
+
+    table = {}
+    for kind in junk.KINDS:
+        images, captions, false_facts = junk.make(kind, n, res, seed)
+        rows = score_each(images, captions)
+        table[kind] = {f: Rate.of(not r[f] for r in rows) for f in false_facts}
     return table

@@ -3,7 +3,9 @@
 Transformers (DALL-E, CLIP's text tower, GLIDE's text encoder, unCLIP's prior) use `Block`, a
 pre-norm residual block of multi-head self-attention and an MLP (GPT-2 style, as in nanoGPT).
 Attention can also read extra `context` tokens as keys and values, which is how GLIDE lets every
-attention layer of its U-Net see the caption's tokens.
+attention layer of its U-Net see the caption's tokens, and can keep the keys and values of the
+tokens it has seen in a `KVCache`, so that autoregressive sampling (DALL-E, unCLIP's prior) feeds
+only each new token instead of the whole prefix again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ class Attention(nn.Module):
     Build with context=True to use it (it gets its own key/value projection).
     mask: optional bool (T, S + T) or (B, 1, T, S + T), True where attention is allowed;
     causal=True masks the future among x's own tokens.
+    cache: optional `KVCache` of the P tokens before x; x's keys and values are appended to it
+    and the keys become [context, cached, x], so the mask is then (T, S + P + T).
     """
 
     def __init__(self, d: int, n_heads: int, dropout: float = 0.0, context: bool = False):
@@ -30,9 +34,11 @@ class Attention(nn.Module):
         self.kv_context = nn.Linear(d, 2 * d) if context else None
         self.proj = nn.Linear(d, d)
 
-    def forward(self, x, context=None, mask=None, causal=False):
+    def forward(self, x, context=None, mask=None, causal=False, cache=None):
         B, T, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
+        if cache is not None:
+            k, v = cache.update(k, v)
         if context is not None:
             kc, vc = self.kv_context(context).split(d, dim=2)
             k, v = torch.cat([kc, k], 1), torch.cat([vc, v], 1)
@@ -44,6 +50,25 @@ class Attention(nn.Module):
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
         return self.proj(y.transpose(1, 2).reshape(B, T, d))
+
+
+class KVCache:
+    """Keys and values (B, P, d) of the P tokens one attention layer has seen, for autoregressive
+    sampling (as in GPT-2's `past`): a new token's query reads them, so writing a token costs O(P)
+    instead of rerunning the whole prefix, O(P^2). One per layer; `len` is P."""
+
+    def __init__(self):
+        self.k = self.v = None
+
+    def __len__(self):
+        return 0 if self.k is None else self.k.shape[1]
+
+    def update(self, k, v):
+        """Append the new tokens' (B, T, d) keys and values; return all (B, P + T, d) of them."""
+        if self.k is not None:
+            k, v = torch.cat([self.k, k], 1), torch.cat([self.v, v], 1)
+        self.k, self.v = k, v
+        return k, v
 
 
 def causal_mask(T: int, n_context: int = 0, device=None) -> torch.Tensor:
@@ -75,8 +100,8 @@ class Block(nn.Module):
         self.attn = Attention(d, n_heads, dropout, context)
         self.mlp = MLP(d, dropout=dropout)
 
-    def forward(self, x, context=None, mask=None, causal=False):
-        x = x + self.attn(self.ln1(x), context=context, mask=mask, causal=causal)
+    def forward(self, x, context=None, mask=None, causal=False, cache=None):
+        x = x + self.attn(self.ln1(x), context=context, mask=mask, causal=causal, cache=cache)
         return x + self.mlp(self.ln2(x))
 
 

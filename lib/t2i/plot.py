@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from .stats import Rate
+
 
 def to_numpy_images(images) -> np.ndarray:
     """(n, H, W, 3) floats in [0, 1] from uint8 (n, H, W, 3) arrays or (n, 3, H, W) tensors in
@@ -92,15 +94,48 @@ def animate(frames, captions=None, interval: int = 120, size: float = 1.4):
 
 
 def markdown_table(rows: dict[str, dict], digits: int = 3):
-    """A dict of rows {name: {column: value}} as a Markdown table (display it in a notebook)."""
+    """A dict of rows {name: {column: value}} as a Markdown table (display it in a notebook).
+    A `stats.Rate` shows with its 95% interval; a row of rates with one n gets an "n" column."""
     from IPython.display import Markdown
 
+    rows = {name: _with_n(r) for name, r in rows.items()}
     cols = list(dict.fromkeys(c for r in rows.values() for c in r))
-    fmt = lambda v: f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+    cols = [c for c in cols if c != "n"] + (["n"] if "n" in cols else [])
+
+    def fmt(v):
+        if isinstance(v, Rate):
+            lo, hi = v.interval()
+            return f"{v:.{digits}f} [{lo:.{digits - 1}f}, {hi:.{digits - 1}f}]"
+        return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
     lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |")
     return Markdown("\n".join(lines))
+
+
+def _with_n(row: dict) -> dict:
+    """The row with an "n" entry: its rates' n, or their range where they differ."""
+    ns = [v.n for v in row.values() if isinstance(v, Rate)]
+    if "n" in row or not ns:
+        return row
+    return {**row, "n": ns[0] if min(ns) == max(ns) else f"{min(ns)}-{max(ns)}"}
+
+
+def read_pngs(paths) -> np.ndarray:
+    """Image files of one size as uint8 (n, H, W, 3), the judge's input."""
+    images = []
+    for path in paths:
+        img = plt.imread(path)
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        img = img[..., :3]
+        if img.dtype != np.uint8:
+            img = (img.clip(0, 1) * 255).round().astype(np.uint8)
+        if images and img.shape != images[0].shape:
+            raise ValueError(f"{path}: size {img.shape[:2]} differs from {images[0].shape[:2]}")
+        images.append(img)
+    return np.stack(images)
 
 
 def save_pngs(images, out: str, prefix: str) -> list:
