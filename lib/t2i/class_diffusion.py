@@ -234,6 +234,15 @@ def sample(
     return diffusion.ddim_sample(fn, x, steps, eta, cond_fn, gen, trace)
 
 
+def renders(labels, res: int, seed: int = 0) -> torch.Tensor:
+    """Real images (n, 3, res, res) in [-1, 1] of the given classes, sizes and places drawn as in
+    the data: the reference that samples are compared with, on equal n."""
+    s = shapes.sample_scenes(len(labels), seed=seed, split="test", counts=(1,))
+    s.color[:, 0] = [shapes.COLOR_NAMES.index(CLASSES[v][0]) for v in labels]
+    s.shape[:, 0] = [shapes.SHAPES.index(CLASSES[v][1]) for v in labels]
+    return torch.from_numpy(shapes.render(s, res)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
 def balanced_labels(n_per_class: int) -> list[int]:
     """Every seen class n_per_class times (the held-out class left out)."""
     return [c for c in SEEN for _ in range(n_per_class)]

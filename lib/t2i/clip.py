@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from . import checkpoint, config, shapes, train, typography
 from . import nn as t2i_nn
+from .stats import Rate
 from .tokenizer import Tokenizer
 
 TOKENIZER = Tokenizer()
@@ -315,13 +316,13 @@ def single_object_test(n: int, seed: int = 1234, res: int | None = None):
     return shapes.render(s, res or config.image_size()), truth
 
 
-def zero_shot_table(model: CLIP, n: int = 600, seed: int = 1234) -> dict[str, dict[str, float]]:
+def zero_shot_table(model: CLIP, n: int = 600, seed: int = 1234) -> dict[str, dict[str, Rate]]:
     """Zero-shot accuracy per attribute on one-object renders: one template vs the ensemble."""
     images, truth = single_object_test(n, seed, model.res)
     table = {}
     for name, first in [("one template", 1), ("ensemble", None)]:
         table[name] = {
-            a: float((zero_shot(model, images, a, TEMPLATES[a][:first]).numpy() == truth[a]).mean())
+            a: Rate.of(zero_shot(model, images, a, TEMPLATES[a][:first]).numpy() == truth[a])
             for a in CLASSES
         }
     return table
@@ -338,8 +339,8 @@ def retrieval(model: CLIP, n: int = 1000, seed: int = 4321) -> dict[str, float]:
     out = {}
     for name, s in [("text->image", sim.T), ("image->text", sim)]:
         rank = (s > s.diag()[:, None]).sum(1)  # how many beat the right answer
-        out[f"{name} R@1"] = float((rank < 1).float().mean())
-        out[f"{name} R@5"] = float((rank < 5).float().mean())
+        out[f"{name} R@1"] = Rate.of(rank < 1)
+        out[f"{name} R@5"] = Rate.of(rank < 5)
     return out
 
 
@@ -373,8 +374,8 @@ def binding_test(model: CLIP, n: int = 400, seed: int = 99) -> dict[str, float]:
     img = embed_images(model, images)
     wins = (img * _embed_texts(model, true)).sum(1) > (img * _embed_texts(model, swapped)).sum(1)
     rel = np.array(rel)
-    out = {r: float(wins.numpy()[rel == r].mean()) for r in relations if (rel == r).any()}
-    out["all"] = float(wins.float().mean())
+    out = {r: Rate.of(wins.numpy()[rel == r]) for r in relations if (rel == r).any()}
+    out["all"] = Rate.of(wins)
     return out
 
 
@@ -397,9 +398,9 @@ def typographic_attack(model: CLIP, n: int = 300, seed: int = 7) -> dict[str, di
         clean = zero_shot(model, images, "color", templates).numpy()
         pred = zero_shot(model, attacked, "color", templates).numpy()
         out[name] = {
-            "clean accuracy": float((clean == truth["color"]).mean()),
-            "accuracy with a wrong word": float((pred == truth["color"]).mean()),
-            "follows the word": float((pred == wrong).mean()),
+            "clean accuracy": Rate.of(clean == truth["color"]),
+            "accuracy with a wrong word": Rate.of(pred == truth["color"]),
+            "follows the word": Rate.of(pred == wrong),
         }
     return out
 
@@ -431,7 +432,7 @@ def best_of_n(scores: torch.Tensor, correct: torch.Tensor, ns=(1, 4, 16, 64)) ->
         groups = scores.shape[1] // n
         s = scores[:, : groups * n].reshape(len(scores), groups, n)
         c = correct[:, : groups * n].reshape(len(scores), groups, n).float()
-        out[n] = float(c.gather(2, s.argmax(2, keepdim=True)).mean())
+        out[n] = Rate.of(c.gather(2, s.argmax(2, keepdim=True)).flatten() > 0)
     return out
 
 

@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import judge, shapes, train
+from .stats import Rate
 
 BACKGROUND = torch.tensor(shapes.BACKGROUND, dtype=torch.float32) / 127.5 - 1  # in [-1, 1]
 
@@ -174,7 +175,7 @@ def optimize(
 
 
 @torch.no_grad()
-def clip_vs_judge(clip_model, images: torch.Tensor, prompts: list[str]) -> dict[str, float]:
+def clip_vs_judge(clip_model, images: torch.Tensor, prompts: list[str]) -> dict:
     """For images made for one-object prompts ("a red circle"): the CLIP score, how often CLIP's
     zero-shot colour and shape agree with the prompt, how often the judge does, and how often CLIP
     is fooled: it sees the prompt's colour and shape but the judge does not."""
@@ -191,8 +192,8 @@ def clip_vs_judge(clip_model, images: torch.Tensor, prompts: list[str]) -> dict[
     both = torch.tensor([r["color"] and r["shape"] for r in rows])
     return {
         "CLIP score": float(clip_mod.clip_scores(clip_model, images, prompts).mean()),
-        "CLIP sees colour+shape": float(clip_ok.float().mean()),
-        "judge colour": float(color.float().mean()),
-        "judge colour+shape": float(both.float().mean()),
-        "fools CLIP, not the judge": float((clip_ok & ~both).float().mean()),
+        "CLIP sees colour+shape": Rate.of(clip_ok),
+        "judge colour": Rate.of(color),
+        "judge colour+shape": Rate.of(both),
+        "fools CLIP, not the judge": Rate.of(clip_ok & ~both),
     }
