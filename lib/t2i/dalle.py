@@ -222,7 +222,7 @@ def complete(model, images, captions, rows: int = 3, n: int = 1, **kwargs):
 # --- the fixed prompt set and its measure ---------------------------------------------------
 
 
-def prompt_set(n_single: int = 48, n_double: int = 24, n_heldout: int = 24, seed: int = 4242):
+def prompt_set(n_single: int = 96, n_double: int = 48, n_heldout: int = 48, seed: int = 4242):
     """Fixed evaluation prompts: single objects, two objects, held-out compositions."""
     single = shapes.sample_scenes(n_single, seed=seed, split="test", counts=(1,))
     double = shapes.sample_scenes(n_double, seed=seed + 1, split="test", counts=(2,))
@@ -234,7 +234,7 @@ def prompt_set(n_single: int = 48, n_double: int = 24, n_heldout: int = 24, seed
     }
 
 
-def evaluate(model, temperatures=(1.0, 0.7), top_k=None, seed=0, prompts=None):
+def evaluate(model, temperatures=(1.0, 0.5), top_k=None, seed=0, prompts=None):
     """The judge's table {f"{set} @ T={t}": {fact: accuracy}} on the fixed prompt set."""
     from . import judge
 
