@@ -74,6 +74,12 @@ def make(kind: str, n: int, res: int = 32, seed: int = 0):
         dark = (images.astype(np.float32) / 255.0 - _BG).any(-1)
         for i in range(n):
             angle = rng.uniform(0, 2 * np.pi)
+            if shapes.SHAPES[shape[i]] == "triangle":
+                # A cut parallel to a side leaves a smaller triangle, a shape and not junk: keep
+                # the cut at least 20 degrees off every side.
+                angle = (
+                    np.pi / 2 + rng.integers(6) * np.pi / 3 + rng.uniform(np.pi / 9, 2 * np.pi / 9)
+                )
             proj = (coords[None, :] - scenes.cx[i, 0]) * np.cos(angle) + (
                 coords[:, None] - scenes.cy[i, 0]
             ) * np.sin(angle)
