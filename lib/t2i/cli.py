@@ -77,7 +77,7 @@ def cmd_judge_score(args):
 
     images = plot.read_pngs(args.png)
     rows = judge.score_each(images, [args.prompt] * len(images))
-    table = judge.score(images, args.prompt)
+    table = judge.summarize(rows)
     out = {"prompt": args.prompt, "n": table.pop("n")}
     out.update({fact: float(rate) for fact, rate in table.items()})
     out["interval95"] = {fact: list(rate.interval()) for fact, rate in table.items()}

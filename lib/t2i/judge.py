@@ -278,7 +278,11 @@ def score(images, captions: list[str] | str) -> dict:
     plus "all" (every stated fact holds) and "n" (images)."""
     if isinstance(captions, str):
         captions = [captions] * len(images)
-    rows = score_each(images, captions)
+    return summarize(score_each(images, captions))
+
+
+def summarize(rows: list[dict[str, bool]]) -> dict:
+    """`score`'s table from the per-image rows of `score_each`."""
     table = {}
     for fact in FACTS + ["all"]:
         vals = [r[fact] for r in rows if fact in r]
