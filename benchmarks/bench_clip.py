@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from t2i import clip, clip_guidance, clipdraw, config, vqgan_clip, vqvae
+from t2i import clip, clip_optimization, clipdraw, config, vqgan_clip, vqvae
 
 
 def bench_clip(budgets=(150, 300, 600)):
@@ -52,11 +52,11 @@ def bench_generate(
     vae = vqvae.get_vqvae()
     prompts = list(prompts)
     runs = {
-        "pixels, no augmentation": lambda p: clip_guidance.optimize(
-            clip_guidance.Pixels(len(p), model.res), model, p, 100, 0.05, "none"
+        "pixels, no augmentation": lambda p: clip_optimization.optimize(
+            clip_optimization.Pixels(len(p), model.res), model, p, 100, 0.05, "none"
         ),
-        "pixels, augmented": lambda p: clip_guidance.optimize(
-            clip_guidance.Pixels(len(p), model.res), model, p, 100, 0.05, "augment"
+        "pixels, augmented": lambda p: clip_optimization.optimize(
+            clip_optimization.Pixels(len(p), model.res), model, p, 100, 0.05, "augment"
         ),
         "CLIPDraw": lambda p: clipdraw.draw(model, p),
         "VQGAN-CLIP": lambda p: vqgan_clip.generate(model, vae, p),
@@ -66,7 +66,7 @@ def bench_generate(
     for name, run in runs.items():
         alone = run(prompts[:1]).seconds
         result = run(prompts)
-        table = clip_guidance.clip_vs_judge(model, result.images, prompts)
+        table = clip_optimization.clip_vs_judge(model, result.images, prompts)
         print(
             f"| {name} | {alone:.1f} | {result.seconds / len(prompts):.1f} | "
             f"{table['judge colour']:.2f} | {table['fools CLIP, not the judge']:.2f} |"

@@ -18,8 +18,8 @@ import time
 
 import torch
 
-from t2i import class_diffusion as cd
 from t2i import config
+from t2i import label_diffusion as cd
 from t2i.nn import count_parameters
 
 

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from t2i import config, dalle, dvae, nn, tokens, train, vqvae
+from t2i import autoencoder, config, dalle, dvae, nn, train, vqvae
 
 
 def ms_per_step(model, loss_fn, batch_fn, steps=30, warm=5):
@@ -41,10 +41,10 @@ def bench_tokenizers(rows):
         cfg = module.default_config()
         config.seed_everything(0)
         model = module.build(cfg).to(memory_format=torch.channels_last)
-        batch_fn = tokens.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
+        batch_fn = autoencoder.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
         loss_fn = tokenizer_loss(module, cfg)
         ms = ms_per_step(model, loss_fn, batch_fn)
-        x = tokens.held_out_renders(512).tensor()
+        x = autoencoder.held_out_renders(512).tensor()
         model.eval()
         with torch.no_grad():
             t = time.perf_counter()
@@ -96,9 +96,9 @@ def bench_dalle(rows):
 
 
 def quality():
-    data = tokens.held_out_renders()
+    data = autoencoder.held_out_renders()
     for name, get in (("VQ-VAE", vqvae.get_vqvae), ("dVAE", dvae.get_dvae)):
-        m = tokens.evaluate(get(), data)
+        m = autoencoder.evaluate(get(), data)
         print(
             f"{name}: PSNR {m['psnr']:.2f} dB, codes used {m['used_frac']:.0%}, "
             f"perplexity {m['perplexity']:.0f}"

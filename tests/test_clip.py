@@ -133,3 +133,35 @@ def test_best_of_n_by_hand():
     # n=1: every sample, 4 of 8 correct; n=2: groups pick 0.9 (yes), 0.5 (yes), 0.8 (no),
     # 0.4 (yes); n=4: 0.9 (yes), 0.8 (no).
     assert got == {1: 0.5, 2: 0.75, 4: 0.5}
+
+
+def one_step_config(**overrides):
+    return clip.default_config() | dict(steps=1, warmup=1, batch=4) | overrides
+
+
+def test_weight_decay_spares_gains_biases_and_the_temperature(monkeypatch):
+    # A zero loss gives zero gradients, so AdamW's step moves a parameter by its decay alone.
+    monkeypatch.setattr(clip, "contrastive_loss", lambda logits, positives=None: logits.sum() * 0)
+    model, cfg = small_clip(), one_step_config()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    clip.train_clip(model, cfg, live_plot=False)
+    shrink = 1 - cfg["lr"] * cfg["weight_decay"]
+    for name, p in model.named_parameters():
+        if p.ndim < 2:  # biases, norm gains, the temperature: not decayed
+            assert torch.equal(p.detach(), before[name]), name
+        else:
+            torch.testing.assert_close(p.detach(), before[name] * shrink, msg=name)
+            assert not torch.equal(p.detach(), before[name]), name
+    assert any(p.ndim == 0 for p in model.parameters())  # logit_scale is among them
+
+
+def test_temperature_is_clipped_after_a_step_and_keeps_its_gradient():
+    model, cfg = small_clip(), one_step_config()
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(100) + 0.5)  # above the bound
+    clip.train_clip(model, cfg, live_plot=False)
+    assert model.logit_scale.item() <= math.log(100) + 1e-6  # the parameter itself is clipped
+    assert model.scale().item() == pytest.approx(100.0)
+    x, captions, pos = clip.make_pairs(8, 0, cfg)
+    clip.contrastive_loss(model(x, captions), pos).backward()
+    assert model.logit_scale.grad is not None and model.logit_scale.grad.abs().item() > 0

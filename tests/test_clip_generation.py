@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from t2i import clip, clip_guidance, clipdraw, raster, vqgan_clip, vqvae
+from t2i import clip, clip_optimization, clipdraw, raster, vqgan_clip, vqvae
 
 
 @pytest.fixture(autouse=True)
@@ -59,25 +59,25 @@ def test_rasterizer_gradients_move_a_stroke_to_its_target():
 
 def test_spherical_distance():
     x = torch.tensor([[1.0, 0.0]])
-    assert clip_guidance.spherical_distance(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    assert clip_optimization.spherical_distance(x, x).item() == pytest.approx(0.0, abs=1e-6)
     y = torch.tensor([[0.0, 1.0]])  # a quarter turn: 2 * (pi / 4)^2
-    assert clip_guidance.spherical_distance(x, y).item() == pytest.approx(math.pi**2 / 8)
+    assert clip_optimization.spherical_distance(x, y).item() == pytest.approx(math.pi**2 / 8)
 
 
 def test_augmentations_keep_a_blank_canvas_blank():
     g = torch.Generator().manual_seed(0)
-    blank = clip_guidance.BACKGROUND.view(1, 3, 1, 1).expand(2, 3, 32, 32)
-    views = clip_guidance.cutouts(blank, 3, g)
+    blank = clip_optimization.BACKGROUND.view(1, 3, 1, 1).expand(2, 3, 32, 32)
+    views = clip_optimization.cutouts(blank, 3, g)
     assert views.shape == (6, 3, 32, 32)
-    assert torch.allclose(views, clip_guidance.BACKGROUND.view(1, 3, 1, 1).expand_as(views))
-    noisy = clip_guidance.augment(blank, 3, g)
+    assert torch.allclose(views, clip_optimization.BACKGROUND.view(1, 3, 1, 1).expand_as(views))
+    noisy = clip_optimization.augment(blank, 3, g)
     assert (noisy - blank.repeat(3, 1, 1, 1)).abs().mean() < 0.05
 
 
 def test_pixel_optimization_lowers_the_clip_loss():
     model = clip.CLIP(clip.default_config()).eval()
-    pixels = clip_guidance.Pixels(2, 32)
-    result = clip_guidance.optimize(pixels, model, ["a red circle", "a blue square"], 40, 0.05)
+    pixels = clip_optimization.Pixels(2, 32)
+    result = clip_optimization.optimize(pixels, model, ["a red circle", "a blue square"], 40, 0.05)
     assert sum(result.loss[-5:]) < sum(result.loss[:5]) - 0.05
     assert result.images.shape == (2, 3, 32, 32) and result.images.abs().max() <= 1
     assert all(p.requires_grad for p in model.parameters())  # CLIP unfrozen afterwards
@@ -101,3 +101,64 @@ def test_vqgan_latents_decode_codebook_vectors_with_gradient():
     assert torch.allclose(z_q, vae.codebook[idx].permute(0, 3, 1, 2), atol=1e-5)
     latents().sum().backward()
     assert latents.z.grad is not None and latents.z.grad.abs().sum() > 0
+
+
+def test_raster_docstring_formula_is_what_render_computes():
+    assert "sigmoid(4 * sharpness * (width_s / 2 - d)) * opacity_s" in raster.__doc__
+    color = torch.tensor([[[1.0, 1.0, 1.0, 0.7]]])  # white, opacity 0.7, over black
+    width, sharpness, res = 3.0, 1.5, 32
+    img = raster.render(LINE, torch.tensor([[width]]), color, res, torch.zeros(3), sharpness)
+    d = raster.distance_to_polyline(raster.bezier(LINE)[0, 0], raster.pixel_centers(res)) * res
+    alpha = torch.sigmoid(4 * sharpness * (width / 2 - d)) * 0.7  # the docstring's formula
+    torch.testing.assert_close(img[0, 0].flatten(), alpha)
+
+
+def test_clamp_with_grad_by_hand():
+    # inside; above with g > 0 (a descent step goes down: back in) and g < 0 (further out);
+    # below with g < 0 (descent goes up: back in) and g > 0 (further out); on the bound.
+    x = torch.tensor([0.5, 2.0, 2.0, -3.0, -3.0, 1.0], requires_grad=True)
+    g = torch.tensor([0.25, 1.0, -1.0, -2.0, 2.0, -0.5])
+    y = vqgan_clip.ClampWithGrad.apply(x, torch.tensor(-1.0), torch.tensor(1.0))
+    assert y.tolist() == [0.5, 1.0, 1.0, -1.0, -1.0, 1.0]
+    y.backward(g)
+    assert x.grad.tolist() == [0.25, 1.0, 0.0, -2.0, 0.0, -0.5]
+
+
+def test_clamp_with_grad_per_dimension_bounds():
+    x = torch.tensor([[[[5.0]], [[5.0]]]], requires_grad=True)  # (1, 2, 1, 1)
+    lo, hi = (
+        torch.tensor([-1.0, -10.0]).view(1, 2, 1, 1),
+        torch.tensor([1.0, 10.0]).view(1, 2, 1, 1),
+    )
+    y = vqgan_clip.clamp_with_grad(x, lo, hi)
+    assert y.flatten().tolist() == [1.0, 5.0]
+    (-y.sum()).backward()  # pushes both up: out of range in dim 0 (no gradient), inside in dim 1
+    assert x.grad.flatten().tolist() == [0.0, -1.0]
+
+
+class _IdentityVQ:
+    """A stand-in tokenizer whose quantizer and decoder are the identity, to see the clamp."""
+
+    codebook = torch.tensor([[-1.0, -2.0], [1.0, 2.0]])
+
+    def encode(self, x):
+        return torch.zeros(len(x), 2, 2, 2)
+
+    def quantize(self, z):
+        return z, None
+
+    def decode(self, z):
+        return z
+
+
+def test_vqgan_latents_get_no_gradient_pushing_them_further_out():
+    latents = vqgan_clip.Latents(_IdentityVQ(), 1, 8, init="blank")
+    with torch.no_grad():
+        latents.z.fill_(5.0)  # above the range of both dimensions
+    out = latents()
+    assert out[0, :, 0, 0].tolist() == [1.0, 2.0]
+    (-out.sum()).backward()  # descent would raise z further: blocked
+    assert (latents.z.grad == 0).all()
+    latents.z.grad = None
+    latents().sum().backward()  # descent lowers z back toward the range: passed
+    assert (latents.z.grad == 1).all()

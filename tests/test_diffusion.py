@@ -6,9 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from t2i import class_diffusion as cd
-from t2i import cli, tokens
-from t2i.diffusion import GaussianDiffusion, cfg, classifier_grad, cosine_betas, linear_betas
+from t2i import autoencoder, cli
+from t2i import label_diffusion as cd
+from t2i.diffusion import (
+    GaussianDiffusion,
+    classifier_free,
+    classifier_grad,
+    cosine_betas,
+    linear_betas,
+)
 from t2i.nn import ResBlock, timestep_embedding
 from t2i.unet import NoisyClassifier, UNet
 
@@ -195,10 +201,33 @@ def test_cfg_at_scale_one_is_the_conditional_prediction_and_zero_the_uncondition
     with torch.no_grad():
         cond, uncond = m(x, t, y), m(x, t, torch.full_like(y, 4))
         assert not torch.allclose(cond, uncond)
-        assert torch.allclose(cfg(m, y, 4, 1.0)(x, t), cond, atol=1e-5)
-        assert torch.allclose(cfg(m, y, 4, 0.0)(x, t), uncond, atol=1e-5)
-        w3 = cfg(m, y, 4, 3.0)(x, t)
+        null = dict(y=torch.full_like(y, 4))
+        guided = lambda s: classifier_free(m, s, dict(y=y), null)(x, t)  # noqa: E731
+        assert torch.allclose(guided(1.0), cond, atol=1e-5)
+        assert torch.allclose(guided(0.0), uncond, atol=1e-5)
+        w3 = guided(3.0)
         assert torch.allclose(w3, uncond + 3 * (cond - uncond), atol=1e-4)
+
+
+def test_min_snr_weights_match_hang_et_al():
+    # Hand-computed: at SNR 20 with gamma 5, eps-loss x 5/20, x0-loss x 5, v-loss x 5/21;
+    # at SNR 0.5 (below gamma), eps-loss x 1, x0-loss x 0.5, v-loss x 0.5/1.5.
+    for pred, hi, lo in [("eps", 5 / 20, 1.0), ("x0", 5.0, 0.5), ("v", 5 / 21, 0.5 / 1.5)]:
+        d = GaussianDiffusion(100, prediction=pred)
+        d.abar = np.array([20 / 21, 0.5 / 1.5] + [0.5] * 98)
+        w = d.min_snr_weight(torch.tensor([0, 1]), 5.0)
+        assert w.tolist() == pytest.approx([hi, lo], rel=1e-5), pred
+
+
+def test_loss_averages_over_every_non_batch_dimension_of_vectors():
+    # The diffusion prior of 07 denoises vectors (B, D): a model that predicts the noise exactly
+    # has zero loss, one that predicts zeros has loss E[eps^2] = 1, with any conditioning kwarg.
+    d = GaussianDiffusion(100, clip_x0=False)
+    x0, noise = torch.randn(512, 16), torch.randn(512, 16)
+    exact = lambda xt, t, emb: noise  # noqa: E731
+    zero = lambda xt, t, emb: torch.zeros_like(xt)  # noqa: E731
+    assert d.loss(exact, x0, noise=noise, emb=x0).item() == 0.0
+    assert d.loss(zero, x0, noise=noise, emb=x0).item() == pytest.approx(1.0, abs=0.05)
 
 
 def test_classifier_guidance_gradient_raises_the_log_probability():
@@ -303,7 +332,7 @@ def test_evaluate_on_real_renders_and_psnr():
     one_size = cd.evaluate(ds.tensor()[large], labels[large].tolist())
     assert one_size["size_entropy"] == 0.0 and one_size["color"] == 1.0
     x = torch.zeros(2, 3, 4, 4)  # the notebook's inversion PSNR is the tokenizers' function
-    assert tokens.psnr(x, x + 0.02) == pytest.approx(10 * math.log10(4 / 0.0004), rel=1e-4)
+    assert autoencoder.psnr(x, x + 0.02) == pytest.approx(10 * math.log10(4 / 0.0004), rel=1e-4)
 
 
 def test_cli_train_sample_evaluate(tmp_path, capsys):

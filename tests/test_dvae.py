@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from t2i import checkpoint, dvae, tokens, vqvae
+from t2i import autoencoder, checkpoint, dvae, vqvae
 
 
 def test_gumbel_softmax_shapes_and_hardness():
@@ -76,20 +76,33 @@ def test_ema_update_and_dead_code_restart():
 
 def test_measures():
     x = torch.zeros(1, 3, 4, 4)
-    assert abs(tokens.psnr(x, x + 0.2) - 10 * math.log10(4 / 0.04)) < 1e-6
-    u = tokens.code_usage(torch.tensor([0, 0, 1, 1]), K=4)
+    assert abs(autoencoder.psnr(x, x + 0.2) - 10 * math.log10(4 / 0.04)) < 1e-6
+    u = autoencoder.code_usage(torch.tensor([0, 0, 1, 1]), K=4)
     assert u["used"] == 2 and u["used_frac"] == 0.5 and abs(u["perplexity"] - 2) < 1e-6
-    assert tokens.compression(32, 8, 512)["ratio"] == 32 * 32 * 24 / (64 * 9)
+    assert autoencoder.compression(32, 8, 512)["ratio"] == 32 * 32 * 24 / (64 * 9)
 
 
 def test_tokenizers_train_and_loss_falls(tmp_path, monkeypatch):
     monkeypatch.setenv("T2I_DATA", str(tmp_path))
     for module, get in ((vqvae, vqvae.get_vqvae), (dvae, dvae.get_dvae)):
         model = get()
-        x = tokens.held_out_renders(4).tensor()
+        x = autoencoder.held_out_renders(4).tensor()
         assert model.tokens(x).shape == (4, 8, 8)
         assert model.decode_tokens(model.tokens(x)).shape == (4, 3, 32, 32)
         cfg = module.default_config()
         hist = checkpoint.load(checkpoint.path_for(type(model).__name__.lower(), cfg))["history"]
         assert sum(hist[-5:]) < sum(hist[:5])
         assert model.usage_log.max() > 1  # codes used per batch were logged
+
+
+def test_sigmoid_mu_is_the_median_of_the_logit_laplace_not_its_mean():
+    g = torch.Generator().manual_seed(0)
+    mu, b = 1.5, 1.0
+    u = torch.rand(200_000, generator=g, dtype=torch.float64) - 0.5
+    x = torch.sigmoid(mu - b * u.sign() * torch.log1p(-2 * u.abs()))  # logit(x) ~ Laplace(mu, b)
+    assert abs(x.median().item() - torch.sigmoid(torch.tensor(mu)).item()) < 0.005
+    assert abs(x.mean().item() - torch.sigmoid(torch.tensor(mu)).item()) > 0.03
+    import inspect
+
+    source = inspect.getsource(dvae.DVAE.decode)
+    assert "median" in source and "mean of the logit-Laplace" not in source

@@ -58,9 +58,14 @@ def test_interrupt_saves_a_loadable_checkpoint_and_the_next_run_resumes(data_dir
     fresh.load_state_dict(saved["model"])
     assert torch.equal(fresh.weight, model.weight)
 
+    first = saved["seconds"]
+    assert first > 0
     hist = train.fit(fresh, mse, batch_fn, steps=50, lr=0.05, path=path, cfg=cfg, amp=False)
     assert hist.done and len(hist.loss) == 50
-    assert checkpoint.load(path, cfg)["done"] is True
+    final = checkpoint.load(path, cfg)
+    assert final["done"] is True
+    # The recorded training time adds up both runs.
+    assert final["seconds"] == pytest.approx(first + hist.seconds)
 
 
 def test_resumed_run_equals_an_uninterrupted_one(data_dir):
@@ -89,3 +94,51 @@ def test_ema_weights_are_an_average():
     model = torch.nn.Linear(3, 1)
     train.fit(model, mse, batch_fn, steps=200, lr=0.05, warmup=10, ema=0.9, amp=False)
     assert torch.allclose(model.weight, W_TRUE, atol=0.1)  # the model now holds the EMA
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+        self.norm = torch.nn.LayerNorm(3)
+        self.temperature = torch.nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, x):
+        return self.norm(self.lin(x)) * self.temperature
+
+
+def test_no_decay_keeps_gains_biases_and_temperatures_undecayed_and_after_step_runs():
+    torch.manual_seed(0)
+    model = _Tiny()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    calls = []
+
+    def zero_loss(m, batch):  # zero gradients: AdamW moves parameters by their decay alone
+        return m(batch[0]).sum() * 0
+
+    train.fit(
+        model, zero_loss, batch_fn, steps=1, lr=0.1, warmup=1, weight_decay=0.5, amp=False,
+        no_decay=train.gains_and_biases, after_step=calls.append,
+    )  # fmt: skip
+    assert calls == [model]
+    for name in ["lin.bias", "norm.weight", "norm.bias", "temperature"]:
+        assert torch.equal(model.get_parameter(name).detach(), before[name]), name
+    torch.testing.assert_close(model.lin.weight.detach(), before["lin.weight"] * (1 - 0.1 * 0.5))
+
+
+def test_a_run_saved_with_other_param_groups_restarts_instead_of_failing(data_dir):
+    path, cfg = data_dir / "groups.pt", {"steps": 20}
+
+    def interrupting(step, gen):
+        if step == 5:
+            raise KeyboardInterrupt
+        return batch_fn(step, gen)
+
+    train.fit(torch.nn.Linear(3, 1), mse, interrupting, steps=20, path=path, cfg=cfg, amp=False)
+    model = torch.nn.Linear(3, 1)
+    with pytest.warns(UserWarning, match="cannot be resumed"):
+        hist = train.fit(
+            model, mse, batch_fn, steps=20, weight_decay=0.1, no_decay=train.gains_and_biases,
+            path=path, cfg=cfg, amp=False,
+        )  # fmt: skip
+    assert hist.done and len(hist.loss) == 20

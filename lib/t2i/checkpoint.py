@@ -88,3 +88,10 @@ def load_or_train(
         path.unlink()
     train(model, cfg, path)
     return model.eval()
+
+
+def training_seconds(name: str, cfg: dict) -> float:
+    """How long the cached model `name` with configuration `cfg` took to train (its runs added
+    up), as its checkpoint records; NaN where it is not cached or predates the record."""
+    payload = load(path_for(name, cfg), cfg)
+    return float(payload.get("seconds", float("nan"))) if payload else float("nan")

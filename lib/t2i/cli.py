@@ -3,7 +3,8 @@ course's models outside Jupyter (for instructors and CI).
 
 Each model lives in its own module, which provides any of `cli_train(args)`,
 `cli_sample(args)` and `cli_evaluate(args)`, and optionally `add_cli_arguments(command, parser)`
-for its own options. Models whose module is not there yet are not listed.
+for its own options (args.model names the model, for a module that serves several). A model
+that only trains is listed with its commands. Models whose module is not there are not listed.
 """
 
 from __future__ import annotations
@@ -23,15 +24,25 @@ MODELS = {
     "clip": "t2i.clip",
     "clipdraw": "t2i.clipdraw",
     "vqgan-clip": "t2i.vqgan_clip",
-    "diffusion": "t2i.class_diffusion",
+    "diffusion": "t2i.label_diffusion",
+    "glide": "t2i.glide",
+    "glide-upsampler": ("t2i.glide", {"train"}),
+    "glide-inpaint": ("t2i.glide", {"train"}),
+    "noised-clip": ("t2i.glide", {"train"}),
 }
 
 
 def _available_models() -> dict:
+    """{name: (module, the commands it serves)} for the models whose module is there."""
     out = {}
-    for name, mod in MODELS.items():
+    for name, entry in MODELS.items():
+        mod, commands = entry if isinstance(entry, tuple) else (entry, None)
         if importlib.util.find_spec(mod) is not None:
-            out[name] = importlib.import_module(mod)
+            module = importlib.import_module(mod)
+            served = commands or {
+                c for c in ("train", "sample", "evaluate") if hasattr(module, f"cli_{c}")
+            }
+            out[name] = (module, served)
     return out
 
 
@@ -146,7 +157,7 @@ def main(argv=None):
         ("sample", "draw samples from a model into PNG files"),
         ("evaluate", "the judge's table for a model"),
     ]:
-        names = [n for n, m in models.items() if hasattr(m, f"cli_{command}")]
+        names = [n for n, (_, served) in models.items() if command in served]
         if not names:
             continue
         p = sub.add_parser(command, help=f"{help_text}: {', '.join(names)}")
@@ -159,9 +170,19 @@ def main(argv=None):
                 q.add_argument("--out", default="samples")
             if command == "evaluate":
                 q.add_argument("--json", action="store_true")
-            if hasattr(models[name], "add_cli_arguments"):
-                models[name].add_cli_arguments(command, q)
-            q.set_defaults(func=getattr(models[name], f"cli_{command}"))
+            module = models[name][0]
+            if hasattr(module, "add_cli_arguments"):
+                module.add_cli_arguments(command, q)
+            q.set_defaults(func=getattr(module, f"cli_{command}"))
+
+    p = sub.add_parser("inpaint", help="fill the dark pixels of a mask with GLIDE's inpainter")
+    p.add_argument("--image", required=True, help="a PNG at the base model's resolution")
+    p.add_argument("--mask", required=True, help="a PNG of the same size: dark = erase")
+    p.add_argument("--prompt", required=True, help="the caption of the picture you want")
+    p.add_argument("--n", type=int, default=4)
+    p.add_argument("--out", default="samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=lambda args: importlib.import_module("t2i.glide").cli_inpaint(args))
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -85,6 +85,9 @@ def eot_pool(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return x[torch.arange(len(x), device=x.device), TOKENIZER.eot_index(tokens)]
 
 
+LOG_MAX_SCALE = math.log(100.0)  # the temperature's bound: logits scaled by at most 100
+
+
 class CLIP(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
@@ -101,8 +104,15 @@ class CLIP(nn.Module):
         self.res = cfg["res"]
 
     def scale(self) -> torch.Tensor:
-        """exp(t), clamped at 100 so training cannot make the logits explode (paper sec. 2.5)."""
-        return self.logit_scale.exp().clamp(max=100.0)
+        """exp(t), at most 100 (paper sec. 2.5: "clipped to prevent scaling the logits by more
+        than 100"). Training keeps the parameter t itself at most log 100 (`clamp_scale_`, after
+        every step), so the clamp here passes t its gradient; it only caps a t set by hand."""
+        return self.logit_scale.clamp(max=LOG_MAX_SCALE).exp()
+
+    @torch.no_grad()
+    def clamp_scale_(self) -> None:
+        """Clip the learnable log-scale t to at most log 100, in place (after an update)."""
+        self.logit_scale.clamp_(max=LOG_MAX_SCALE)
 
     def encode_image(self, x):
         """Unit-norm embeddings (B, embed) of images (B, 3, res, res) in [-1, 1]."""
@@ -138,19 +148,6 @@ def contrastive_loss(logits: torch.Tensor, positives: torch.Tensor | None = None
 _ANY = -1
 
 
-def _partial_caption(s: shapes.Scenes, i: int, keep: np.ndarray, rng) -> str:
-    """A one-object caption naming the shape and the kept facts (size, colour, position)."""
-    words = [["a", "there is a", "a picture of a", "an image of a"][rng.integers(4)]]
-    if keep[0]:
-        words.append(shapes.SIZES[s.size[i, 0]])
-    if keep[1]:
-        words.append(shapes.COLOR_NAMES[s.color[i, 0]])
-    words.append(shapes.SHAPES[s.shape[i, 0]])
-    if keep[2]:
-        words.append(shapes._position_phrase(s.cell[i, 0], rng))
-    return " ".join(words)
-
-
 def make_pairs(n: int, seed: int, cfg: dict):
     """n training pairs: images (n, 3, res, res) in [-1, 1], captions, and the (n, n) matrix of
     which caption truly describes which image.
@@ -172,7 +169,7 @@ def make_pairs(n: int, seed: int, cfg: dict):
     claim[one] = np.stack([s.size[one, 0], s.color[one, 0], s.shape[one, 0], s.cell[one, 0]], 1)
     for i in np.flatnonzero(one & (rng.random(n) < cfg["partial"])):
         keep = rng.random(3) < 0.5
-        captions[i] = _partial_caption(s, i, keep, rng)
+        captions[i] = shapes.partial_caption(s, i, keep, rng)
         claim[i, [0, 1, 3]] = np.where(keep, claim[i, [0, 1, 3]], _ANY)
     text = np.flatnonzero(one & (rng.random(n) < cfg["text_images"]))
     names = [shapes.COLOR_NAMES[c] for c in s.color[text, 0]]
@@ -241,6 +238,8 @@ def train_clip(model: CLIP, cfg: dict, path=None, live_plot: bool = True) -> tra
         lr=cfg["lr"],
         warmup=cfg["warmup"],
         weight_decay=cfg["weight_decay"],
+        no_decay=train.gains_and_biases,  # as CLIP and open_clip: no decay on gains, biases, t
+        after_step=CLIP.clamp_scale_,
         seed=cfg["seed"],
         path=path,
         cfg=cfg,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import clip_guidance, config, plot, raster
+from . import clip_optimization, config, plot, raster
 
 
 def default_config() -> dict:
@@ -45,7 +45,7 @@ class Drawing(nn.Module):
     def forward(self):
         width = 1 + 3 * torch.sigmoid(self.width)
         color = torch.sigmoid(4 * self.color)
-        bg = (clip_guidance.BACKGROUND.to(self.ctrl.device) + 1) / 2
+        bg = (clip_optimization.BACKGROUND.to(self.ctrl.device) + 1) / 2
         return raster.render(self.ctrl, width, color, self.res, bg) * 2 - 1
 
 
@@ -56,12 +56,12 @@ def draw(
     negatives: list[str] | None = None,
     seed: int = 0,
     **overrides,
-) -> clip_guidance.Result:
+) -> clip_optimization.Result:
     """One drawing per prompt (batched); overrides change cfg (steps, strokes, augmentation...)."""
     cfg = {**(cfg or default_config()), **overrides}
     drawing = Drawing(len(prompts), cfg["strokes"], clip_model.res, seed)
     drawing.to(next(clip_model.parameters()).device)
-    return clip_guidance.optimize(
+    return clip_optimization.optimize(
         drawing,
         clip_model,
         prompts,

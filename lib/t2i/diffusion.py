@@ -5,11 +5,16 @@ Papers: DDPM (Ho et al. 2020, arXiv 2006.11239), improved DDPM (Nichol & Dhariwa
 (Dhariwal & Nichol 2021, 2105.05233: classifier guidance) and classifier-free guidance (Ho &
 Salimans 2022, 2207.12598). Equation numbers below are those papers'.
 
-Images live in [-1, 1]. Timesteps are integers 0..T-1 (t = 0 is the first noising step).
-A model is any callable `model(x_t, t)` returning its prediction: the noise eps (DDPM), the
-clean image x0, or v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022), as set by
-`prediction`. Guidance plugs in as wrappers (`cfg`) or as a `cond_fn(x_t, t)` returning
-grad log p(y | x_t) (classifier guidance).
+Serves notebook 05 (class labels), 06 (GLIDE: captions) and 07 (unCLIP: the decoder, and the
+diffusion prior, which denoises vectors instead of images).
+
+Data x live in [-1, 1] (images) or anywhere (embeddings: build with clip_x0=False), with any
+shape (B, ...). Timesteps are integers 0..T-1 (t = 0 is the first noising step). A model is any
+callable `model(x_t, t, **cond)` returning its prediction: the noise eps (DDPM), the clean x0, or
+v = sqrt(abar) eps - sqrt(1 - abar) x0 (Salimans & Ho 2022), as set by `prediction`; `cond` is
+whatever conditions it (labels, caption tokens, embeddings, a low-resolution image). Guidance
+plugs in as a wrapper (`classifier_free`) or as a `cond_fn(x_t, t)` returning
+grad log p(y | x_t) (`gradient_guidance`: a noisy classifier's, or a noised CLIP's score).
 """
 
 from __future__ import annotations
@@ -41,9 +46,19 @@ def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarra
 class GaussianDiffusion:
     """A noise schedule and everything computed from it (float64 tables, float32 outputs)."""
 
-    def __init__(self, T: int = 1000, schedule: str = "cosine", prediction: str = "eps"):
-        assert prediction in ("eps", "x0", "v")
+    def __init__(
+        self,
+        T: int = 1000,
+        schedule: str = "cosine",
+        prediction: str = "eps",
+        clip_x0: bool = True,
+    ):
+        if prediction not in ("eps", "x0", "v"):
+            raise ValueError(f"prediction must be 'eps', 'x0' or 'v', not {prediction!r}")
+        if schedule not in ("linear", "cosine"):
+            raise ValueError(f"schedule must be 'linear' or 'cosine', not {schedule!r}")
         self.T, self.schedule, self.prediction = T, schedule, prediction
+        self.clip_x0 = clip_x0  # clamp predicted x0 to [-1, 1] while sampling (images only)
         betas = {"linear": linear_betas, "cosine": cosine_betas}[schedule](T)
         abar = np.cumprod(1 - betas)
         abar_prev = np.append(1.0, abar[:-1])
@@ -58,7 +73,7 @@ class GaussianDiffusion:
 
     @staticmethod
     def _at(table: np.ndarray, t, x: torch.Tensor) -> torch.Tensor:
-        """table[t] as a float tensor shaped to broadcast against x (B, C, H, W)."""
+        """table[t] as a float tensor shaped to broadcast against x (B, ...)."""
         idx = torch.as_tensor(t, device="cpu").long().reshape(-1)
         v = torch.from_numpy(table)[idx].float().to(x.device)
         return v.view(-1, *([1] * (x.dim() - 1)))
@@ -96,9 +111,10 @@ class GaussianDiffusion:
             - self._at(np.sqrt(1 - self.abar), t, x0) * x0
         )
 
-    def eps_x0(self, out, xt, t, clip: bool = True):
-        """(eps, x0) from the model's output; with clip, x0 is clamped to [-1, 1] and eps is
-        recomputed from it so the two stay consistent."""
+    def eps_x0(self, out, xt, t, clip: bool | None = None):
+        """(eps, x0) from the model's output; with clip (default: the process's clip_x0), x0 is
+        clamped to [-1, 1] and eps is recomputed from it so the two stay consistent."""
+        clip = self.clip_x0 if clip is None else clip
         a, s = self._at(np.sqrt(self.abar), t, xt), self._at(np.sqrt(1 - self.abar), t, xt)
         out = out.float()
         if self.prediction == "eps":
@@ -112,24 +128,33 @@ class GaussianDiffusion:
             eps = (xt - a * x0) / s
         return eps, x0
 
-    def loss(self, model, x0, t=None, noise=None, min_snr: float | None = None):
-        """Mean squared error against the target (DDPM eq. 14, L_simple). With min_snr = gamma,
-        each timestep's loss is weighted so that, in eps units, it is min(SNR, gamma) (Hang et
-        al. 2023, "Min-SNR weighting"), which stops the easy low-noise steps from dominating."""
+    def loss(self, model, x0, t=None, noise=None, min_snr: float | None = None, **cond):
+        """Mean squared error against the target (DDPM eq. 14, L_simple), averaged over every
+        non-batch dimension (pixels, or an embedding's entries). `cond` goes to the model.
+
+        With min_snr = gamma, each timestep's loss is weighted as if it were an x0-loss weighted
+        by min(SNR, gamma) (Hang et al. 2023, "Min-SNR weighting", eq. 6-8): the eps-loss by
+        min(SNR, gamma) / SNR, the x0-loss by min(SNR, gamma), the v-loss by
+        min(SNR, gamma) / (SNR + 1). It stops the easy low-noise steps from dominating."""
         B = x0.shape[0]
         t = torch.randint(0, self.T, (B,), device=x0.device) if t is None else t
         noise = torch.randn_like(x0) if noise is None else noise
-        out = model(self.q_sample(x0, t, noise), t)
-        per = F.mse_loss(out.float(), self.target(x0, noise, t), reduction="none").mean((1, 2, 3))
+        out = model(self.q_sample(x0, t, noise), t, **cond)
+        err = F.mse_loss(out.float(), self.target(x0, noise, t), reduction="none")
+        per = err.flatten(1).mean(1)
         if min_snr is not None:
-            snr = torch.from_numpy(self.abar / (1 - self.abar))[t.cpu()].float().to(x0.device)
-            base = {"eps": torch.ones_like(snr), "x0": snr, "v": snr + 1}[self.prediction]
-            per = per * snr.clamp(max=min_snr) / base
+            per = per * self.min_snr_weight(t, min_snr).to(x0.device)
         return per.mean()
+
+    def min_snr_weight(self, t, gamma: float) -> torch.Tensor:
+        """The per-timestep loss weight of Min-SNR-gamma for this parameterization."""
+        snr = torch.from_numpy(self.abar / (1 - self.abar))[torch.as_tensor(t).cpu()].float()
+        base = {"eps": snr, "x0": torch.ones_like(snr), "v": snr + 1}[self.prediction]
+        return snr.clamp(max=gamma) / base
 
     # --- DDPM ancestral sampling --------------------------------------------------------------
 
-    def p_mean_var(self, model, xt, t, cond_fn=None, clip=True):
+    def p_mean_var(self, model, xt, t, cond_fn=None, clip=None):
         """p(x_{t-1} | x_t): the posterior at the predicted x0, with the posterior variance.
         cond_fn shifts the mean by var * grad log p(y | x_t) (ADM, algorithm 1)."""
         eps, x0 = self.eps_x0(model(xt, t), xt, t, clip)
@@ -163,13 +188,13 @@ class GaussianDiffusion:
         eta = 0 is deterministic, eta = 1 matches DDPM's variance. cond_fn shifts the score:
         eps <- eps - sqrt(1 - abar) grad log p(y | x_t) (ADM eq. 14)."""
         tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        eps, x0 = self.eps_x0(model(x, tt), x, tt)
         if cond_fn is not None:
-            eps, _ = self.eps_x0(model(x, tt), x, tt)
             eps = eps - math.sqrt(1 - self.abar[t]) * cond_fn(x, tt).float()
-            x0 = ((x - math.sqrt(1 - self.abar[t]) * eps) / math.sqrt(self.abar[t])).clamp(-1, 1)
-            eps = (x - math.sqrt(self.abar[t]) * x0) / math.sqrt(1 - self.abar[t])
-        else:
-            eps, x0 = self.eps_x0(model(x, tt), x, tt)
+            x0 = (x - math.sqrt(1 - self.abar[t]) * eps) / math.sqrt(self.abar[t])
+            if self.clip_x0:
+                x0 = x0.clamp(-1, 1)
+                eps = (x - math.sqrt(self.abar[t]) * x0) / math.sqrt(1 - self.abar[t])
         a_t, a_prev = self.abar[t], (self.abar[t_prev] if t_prev >= 0 else 1.0)
         sigma = eta * math.sqrt((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev))
         x = math.sqrt(a_prev) * x0 + math.sqrt(1 - a_prev - sigma**2) * eps
@@ -230,31 +255,45 @@ def _move(x, eps, a_from: float, a_to: float):
 # --- guidance -----------------------------------------------------------------------------------
 
 
-def cfg(model, y, null, scale: float):
-    """Classifier-free guidance (Ho & Salimans eq. 6): out = u + scale * (c - u), with c the
-    prediction given label y and u given the null label. scale = 1 is the plain conditional model;
-    the mix is linear, so it is the same in eps, x0 or v. One batched call does both."""
+def classifier_free(model, scale: float, cond: dict, uncond: dict):
+    """Classifier-free guidance (Ho & Salimans eq. 6; GLIDE eq. 4): out = u + scale * (c - u),
+    with c = model(x, t, **cond) and u = model(x, t, **uncond). The two dicts name the same
+    keyword arguments: a label and the null label (05), caption tokens and the empty caption
+    (06), embeddings and zeros (07); an input both share (a low-resolution image) goes in both.
+    scale = 1 is the plain conditional model; the mix is linear, so it is the same in eps, x0 or
+    v. One batched call computes both."""
+    if set(cond) != set(uncond):
+        raise ValueError(f"cond and uncond name different inputs: {set(cond)} vs {set(uncond)}")
 
     def guided(x, t):
-        out = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, torch.full_like(y, null)]))
-        c, u = out.float().chunk(2)
+        both = {k: torch.cat([cond[k], uncond[k]]) for k in cond}
+        c, u = model(torch.cat([x, x]), torch.cat([t, t]), **both).float().chunk(2)
         return u + scale * (c - u)
 
     return guided
+
+
+def gradient_guidance(log_p, scale: float):
+    """A cond_fn(x_t, t) = scale * grad_x log_p(x_t, t), for any differentiable score of how
+    well x_t fits the condition: a noisy classifier's log-probability (ADM sec. 4) or a noised
+    CLIP's image-text similarity (GLIDE sec. 3.3). log_p returns one value per sample."""
+
+    def cond_fn(x, t):
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            return scale * torch.autograd.grad(log_p(x, t).float().sum(), x)[0]
+
+    return cond_fn
 
 
 def classifier_grad(classifier, y, scale: float):
     """cond_fn for classifier guidance: scale * grad_x log p(y | x_t, t) of a noise-aware
     classifier (ADM sec. 4)."""
 
-    def cond_fn(x, t):
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
-            logp = F.log_softmax(classifier(x, t).float(), dim=-1)
-            selected = logp[torch.arange(len(y)), y].sum()
-            return scale * torch.autograd.grad(selected, x)[0]
+    def log_p(x, t):
+        return F.log_softmax(classifier(x, t).float(), dim=-1)[torch.arange(len(y)), y]
 
-    return cond_fn
+    return gradient_guidance(log_p, scale)
 
 
 def _randn(x, generator):

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, config, plot, tokens, train
+from . import autoencoder, checkpoint, config, plot, train
 
 EPS = 0.1  # the logit-Laplace squeeze of DALL-E
 
@@ -98,9 +98,9 @@ class DVAE(nn.Module):
     def __init__(self, K=128, dim=32, width=64, recon="mse", steps=1, **_):
         super().__init__()
         self.K, self.recon = K, recon
-        self.encoder = tokens.Encoder(K, width)
+        self.encoder = autoencoder.Encoder(K, width)
         self.embed = nn.Embedding(K, dim)  # the codebook: row k is the vector of code k
-        self.decoder = tokens.Decoder(dim, width, out_ch=6 if recon == "laplace" else 3)
+        self.decoder = autoencoder.Decoder(dim, width, out_ch=6 if recon == "laplace" else 3)
         self.register_buffer("usage_log", torch.zeros(steps))  # codes used per training batch
 
     @property
@@ -122,7 +122,9 @@ class DVAE(nn.Module):
     def decode(self, z):
         """Code vectors (B, dim, h, w) -> images in [-1, 1]."""
         out = self.decoder(z).float()
-        if self.recon == "laplace":  # the mean of the logit-Laplace: sigmoid(mu), unsqueezed
+        # The median of the logit-Laplace, sigmoid(mu) (a monotone map of the Laplace's median mu),
+        # unsqueezed; its mean is not sigmoid(mu) (it depends on b too).
+        if self.recon == "laplace":
             return unmap_pixels(torch.sigmoid(out[:, :3])) * 2 - 1
         return out.clamp(-1, 1)
 
@@ -159,7 +161,7 @@ def build(cfg: dict) -> DVAE:
 
 
 def train_model(model: DVAE, cfg: dict, path, live_plot: bool = True, desc: str = "dVAE"):
-    batch_fn = tokens.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
+    batch_fn = autoencoder.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
     model.to(memory_format=torch.channels_last)
     dev = config.device()
     return train.fit(
@@ -190,19 +192,19 @@ def get_dvae(retrain: bool = False, cfg: dict | None = None) -> DVAE:
 
 
 def cli_train(args):
-    print(tokens.summary(get_dvae(retrain=getattr(args, "retrain", False)), "dVAE"))
+    print(autoencoder.summary(get_dvae(retrain=getattr(args, "retrain", False)), "dVAE"))
 
 
 def cli_sample(args):
     model = get_dvae()
-    data = tokens.held_out_renders(args.n, seed=args.seed)
+    data = autoencoder.held_out_renders(args.n, seed=args.seed)
     rec = model(data.tensor())
     plot.save_pngs(rec, args.out, "dvae")
     print(f"{len(rec)} reconstructions in {args.out}")
 
 
 def cli_evaluate(args):
-    tokens.print_evaluation(get_dvae(), args.seed, args.json)
+    autoencoder.print_evaluation(get_dvae(), args.seed, args.json)
 
 
 def add_cli_arguments(command, parser):

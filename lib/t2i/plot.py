@@ -114,6 +114,23 @@ def markdown_table(rows: dict[str, dict], digits: int = 3):
     return Markdown("\n".join(lines))
 
 
+def print_table(rows: dict[str, dict], as_json: bool = False, digits: int = 3) -> None:
+    """Print rows {name: {column: value}} for the command line: one JSON object (a Rate as
+    {"value", "n", "interval95"}), or the Markdown table of `markdown_table`."""
+    import json
+
+    if as_json:
+
+        def plain(v):
+            if isinstance(v, Rate):
+                return {"value": round(float(v), 4), "n": v.n, "interval95": v.interval()}
+            return round(v, 4) if isinstance(v, float) else v
+
+        print(json.dumps({k: {c: plain(v) for c, v in r.items()} for k, r in rows.items()}))
+    else:
+        print(markdown_table(rows, digits).data)
+
+
 def _with_n(row: dict) -> dict:
     """The row with an "n" entry: its rates' n, or their range where they differ."""
     ns = [v.n for v in row.values() if isinstance(v, Rate)]

@@ -1,10 +1,15 @@
 """A differentiable rasterizer of Bezier strokes, in plain torch (CLIPDraw's diffvg, in small).
 
 Each stroke is a cubic Bezier curve with a width, a colour and an opacity. We sample the curve
-into a polyline, measure every pixel's distance d to its nearest segment, and turn it into a soft
-coverage alpha = sigmoid(sharpness * (width / 2 - d)): 1 inside the stroke, 0 far away, smooth
-at the edge, so the gradient of a pixel tells every control point which way to move. Strokes are
-painted in order over the background with the "over" operator:
+into a polyline, measure every pixel's distance d (in pixels) to its nearest segment, and turn
+it into a soft coverage
+
+    alpha_s = sigmoid(4 * sharpness * (width_s / 2 - d)) * opacity_s
+
+(width_s in pixels; the slope of the sigmoid at the edge d = width_s / 2 is sharpness per pixel):
+1 inside the stroke, 0 far away, smooth at the edge, so the gradient of a pixel tells every
+control point which way to move. Strokes are painted in order over the background with the
+"over" operator:
 
     img <- (1 - alpha_s) * img + alpha_s * colour_s
 """

@@ -342,6 +342,30 @@ def caption(s: Scenes, seed: int = 0) -> list[str]:
     return out
 
 
+def partial_caption(s: Scenes, i: int, keep, rng) -> str:
+    """A shorter caption of a one- or two-object scene: the shapes always, and each of size,
+    colour and position (one object) or the relation (two objects) only where `keep` (three
+    bools: size, colour, place) says so: "a circle", "a red circle", "a red circle and a blue
+    square". What a person types is often this short (CLIP and GLIDE train on both kinds)."""
+    words = [_PREFIXES[rng.integers(len(_PREFIXES))]]
+
+    def noun(j):
+        size = [SIZES[s.size[i, j]]] if keep[0] else []
+        color = [COLOR_NAMES[s.color[i, j]]] if keep[1] else []
+        return " ".join(size + color + [SHAPES[s.shape[i, j]]])
+
+    words.append(noun(0))
+    if s.count[i] == 1:
+        if keep[2]:
+            words.append(_position_phrase(s.cell[i, 0], rng))
+    elif s.count[i] == 2:
+        link = _RELATION_PHRASES[RELATIONS[s.relation[i]]][0] if keep[2] else "and"
+        words += [link, "a", noun(1)]
+    else:
+        raise ValueError("partial captions are written for one- and two-object scenes")
+    return " ".join(words)
+
+
 # --- parsing a caption back into facts ------------------------------------------------------
 
 

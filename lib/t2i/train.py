@@ -1,7 +1,8 @@
 """One training loop for every model of the course.
 
-`fit` runs AdamW with a linear warm-up and a cosine decay, gradient clipping, an optional
-exponential moving average (EMA) of the weights, bf16 autocast where the machine does it fast,
+`fit` runs AdamW with a linear warm-up and a cosine decay, gradient clipping, weight decay
+optionally kept off gains, biases and temperatures (`no_decay`), an optional exponential moving
+average (EMA) of the weights, bf16 autocast where the machine does it fast,
 a tqdm progress bar with the loss, and a live loss curve in notebooks. It saves a checkpoint
 (atomically) when it ends; Ctrl-C / the notebook's stop button ends it early and still saves
 a valid, resumable checkpoint, so nothing trained is lost.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -40,6 +42,14 @@ def lr_at(step: int, steps: int, lr: float, warmup: int, final_frac: float = 0.1
     return lr * (final_frac + (1 - final_frac) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+def gains_and_biases(name: str, param: torch.Tensor) -> bool:
+    """The parameters that CLIP (Radford et al. 2021) and open_clip train without weight decay:
+    every parameter with fewer than 2 dimensions (biases, LayerNorm / GroupNorm gains, learnable
+    scalars) and any named like a temperature (logit_scale). Matrices, convolution kernels,
+    embedding tables and 2-D positional embeddings are decayed. Use as `fit(no_decay=...)`."""
+    return param.ndim < 2 or "logit_scale" in name or "temperature" in name
+
+
 def fit(
     model: torch.nn.Module,
     loss_fn: Callable,
@@ -57,6 +67,8 @@ def fit(
     desc: str = "training",
     live_plot: bool = True,
     params=None,
+    no_decay: Callable[[str, torch.Tensor], bool] | None = None,
+    after_step: Callable[[torch.nn.Module], None] | None = None,
 ) -> History:
     """Train `model` for `steps` steps.
 
@@ -65,21 +77,32 @@ def fit(
     generator keeps data order reproducible for a seed (and across a resume).
     With `path`, a checkpoint {config, model, ema, optimizer, step, history, done} is written
     at the end (or on interrupt) and an unfinished one found there is resumed.
+    params: the parameters to train (default: all of the model's).
+    weight_decay is AdamW's decoupled decay; by default it applies to every trained parameter.
+    With no_decay(name, param) -> bool (name as in model.named_parameters(), "" for a parameter
+    not in the model), the optimizer gets two groups and those for which it is True are not
+    decayed; `gains_and_biases` is the CLIP / open_clip choice.
+    after_step(model), if given, runs after every optimizer step (before the EMA update), e.g.
+    to clamp a parameter to its allowed range.
     """
     dev = next(model.parameters()).device
     params = list(params if params is not None else model.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+    opt = torch.optim.AdamW(
+        _param_groups(model, params, weight_decay, no_decay),
+        lr=lr,
+        weight_decay=weight_decay,
+        betas=(0.9, 0.99),
+    )
     ema_model = copy.deepcopy(model).eval().requires_grad_(False) if ema else None
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    hist, start = History(), 0
+    hist, start, earlier_seconds = History(), 0, 0.0
     saved = checkpoint.load(path, cfg) if path is not None else None
-    if saved is not None and not saved.get("done"):
+    if saved is not None and not saved.get("done") and _load_optimizer(opt, saved, path):
         model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
         if ema_model is not None and saved.get("ema"):
             ema_model.load_state_dict(saved["ema"])
         gen.set_state(saved["generator"])
-        start = saved["step"]
+        start, earlier_seconds = saved["step"], saved.get("seconds", 0.0)
         hist.loss = list(saved["history"])
         print(f"resuming {desc} from step {start} of {steps} ({path.name})")
 
@@ -105,6 +128,8 @@ def fit(
             if clip:
                 torch.nn.utils.clip_grad_norm_(params, clip)
             opt.step()
+            if after_step is not None:
+                after_step(model)
             if ema_model is not None:
                 _ema_update(ema_model, model, min(ema, (1 + step) / (10 + step)))
             hist.loss.append(loss.item())
@@ -138,12 +163,37 @@ def fit(
                 "generator": gen.get_state(),
                 "step": step,
                 "history": hist.loss,
+                "seconds": hist.seconds + earlier_seconds,
                 "done": hist.done,
             },
         )
     if ema_model is not None:
         model.load_state_dict(ema_model.state_dict())
     return hist
+
+
+def _load_optimizer(opt, saved, path) -> bool:
+    """Load an unfinished run's optimizer state; False (with a warning) if it does not fit, e.g.
+    a run saved before its parameters were split into decay groups: it is then started over."""
+    try:
+        opt.load_state_dict(saved["optimizer"])
+        return True
+    except ValueError as err:
+        warnings.warn(f"{path} cannot be resumed ({err}); training from the start", stacklevel=3)
+        return False
+
+
+def _param_groups(model, params, weight_decay, no_decay):
+    """params as one group, or as [decayed, not decayed] groups (empty ones left out)."""
+    if no_decay is None:
+        return params
+    names = {id(p): n for n, p in model.named_parameters()}
+    off = [no_decay(names.get(id(p), ""), p) for p in params]
+    groups = [
+        {"params": [p for p, o in zip(params, off) if not o], "weight_decay": weight_decay},
+        {"params": [p for p, o in zip(params, off) if o], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 @torch.no_grad()

@@ -7,11 +7,18 @@ Conditioning enters where ADM and GLIDE put it:
     (index n_classes) for classifier-free guidance;
   - a vector `cond` (GLIDE's last text token, unCLIP's CLIP image embedding): projected and
     added to the time embedding;
-  - `context` tokens (GLIDE's caption tokens): extra keys and values in every attention layer.
+  - `context` tokens (GLIDE's caption tokens): extra keys and values in every attention layer;
+  - extra input channels (an upsampler's low-resolution image, an inpainter's known pixels);
+  - with coords=True, two channels of pixel coordinates stacked onto the input (CoordConv, Liu
+    et al. 2018), and Fourier features of the coordinates added to every attention layer's
+    input: at 16x16 the convolutions see too little of the border to know where they are, and a
+    caption that says "at the top left" needs each position to know where it is.
 `Encoder` is the down path alone; with pooling it becomes the noise-aware classifier.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -23,15 +30,19 @@ from .nn import Attention, ResBlock, timestep_embedding
 class SpatialAttention(nn.Module):
     """Self-attention over the H*W positions of a feature map, as a residual."""
 
-    def __init__(self, c: int, heads: int, context_dim: int | None = None):
+    def __init__(self, c: int, heads: int, context_dim: int | None = None, coords: bool = False):
         super().__init__()
         self.norm = nn.GroupNorm(min(8, c), c)
         self.attn = Attention(c, heads, context=context_dim is not None)
         self.ctx = nn.Linear(context_dim, c) if context_dim is not None else None
+        self.pos = nn.Linear(4 * FOURIER_BANDS, c) if coords else None
 
     def forward(self, x, context=None):
         B, C, H, W = x.shape
-        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C)
+        h = self.norm(x)
+        if self.pos is not None:
+            h = h + self.pos(fourier_features(coordinate_channels(x))).permute(0, 3, 1, 2)
+        h = h.flatten(2).transpose(1, 2)  # (B, HW, C)
         ctx = self.ctx(context) if self.ctx is not None and context is not None else None
         h = self.attn(h, context=ctx)
         return x + h.transpose(1, 2).reshape(B, C, H, W)
@@ -40,10 +51,10 @@ class SpatialAttention(nn.Module):
 class Stage(nn.Module):
     """A residual block, then attention if asked (one entry of the U-Net's paths)."""
 
-    def __init__(self, c_in, c_out, emb_dim, attn, heads, context_dim):
+    def __init__(self, c_in, c_out, emb_dim, attn, heads, context_dim, coords=False):
         super().__init__()
         self.res = ResBlock(c_in, c_out, emb_dim)
-        self.attn = SpatialAttention(c_out, heads, context_dim) if attn else None
+        self.attn = SpatialAttention(c_out, heads, context_dim, coords) if attn else None
 
     def forward(self, x, emb, context=None):
         x = self.res(x, emb)
@@ -65,7 +76,9 @@ class Resample(nn.Module):
 class Encoder(nn.Module):
     """Input conv, the down path and the middle; returns the features and every skip."""
 
-    def __init__(self, res, in_ch, ch, mults, blocks, attn_res, heads, emb_dim, context_dim):
+    def __init__(
+        self, res, in_ch, ch, mults, blocks, attn_res, heads, emb_dim, context_dim, coords=False
+    ):
         super().__init__()
         self.inp = nn.Conv2d(in_ch, ch, 3, padding=1)
         self.down = nn.ModuleList()
@@ -73,7 +86,9 @@ class Encoder(nn.Module):
         c, r = ch, res
         for i, m in enumerate(mults):
             for _ in range(blocks):
-                self.down.append(Stage(c, ch * m, emb_dim, r in attn_res, heads, context_dim))
+                self.down.append(
+                    Stage(c, ch * m, emb_dim, r in attn_res, heads, context_dim, coords)
+                )
                 c = ch * m
                 self.skip_channels.append(c)
             if i < len(mults) - 1:
@@ -82,7 +97,7 @@ class Encoder(nn.Module):
                 r //= 2
         self.mid = nn.ModuleList(
             [
-                Stage(c, c, emb_dim, True, heads, context_dim),
+                Stage(c, c, emb_dim, True, heads, context_dim, coords),
                 Stage(c, c, emb_dim, False, heads, None),
             ]
         )
@@ -139,19 +154,25 @@ class UNet(nn.Module):
         n_classes: int = 0,
         cond_dim: int = 0,
         context_dim: int | None = None,
+        coords: bool = False,
     ):
         super().__init__()
         emb_dim = 4 * ch
-        self.res, self.n_classes = res, n_classes
+        self.res, self.n_classes, self.coords = res, n_classes, coords
         self.embed = Embedding(ch, emb_dim, n_classes, cond_dim)
-        self.encoder = Encoder(res, in_ch, ch, mults, blocks, attn_res, heads, emb_dim, context_dim)
+        in_ch = in_ch + 2 * coords
+        self.encoder = Encoder(
+            res, in_ch, ch, mults, blocks, attn_res, heads, emb_dim, context_dim, coords
+        )
         skips = list(self.encoder.skip_channels)
         self.up = nn.ModuleList()
         c, r = self.encoder.out_channels, self.encoder.out_res
         for i, m in reversed(list(enumerate(mults))):
             for _ in range(blocks + 1):
                 self.up.append(
-                    Stage(c + skips.pop(), ch * m, emb_dim, r in attn_res, heads, context_dim)
+                    Stage(
+                        c + skips.pop(), ch * m, emb_dim, r in attn_res, heads, context_dim, coords
+                    )
                 )
                 c = ch * m
             if i > 0:
@@ -164,6 +185,8 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].bias)
 
     def forward(self, x, t, y=None, cond=None, context=None):
+        if self.coords:
+            x = torch.cat([x, coordinate_channels(x)], 1)
         emb = self.embed(t, y, cond)
         h, skips = self.encoder(x, emb, context)
         for layer in self.up:
@@ -171,6 +194,26 @@ class UNet(nn.Module):
                 h = torch.cat([h, skips.pop()], dim=1)
             h = layer(h, emb, context)
         return self.out(h)
+
+
+FOURIER_BANDS = 4
+
+
+def fourier_features(coords: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 4 * FOURIER_BANDS): sin and cos of pi * 2^k * coordinate, k < FOURIER_BANDS,
+    for both coordinates of (B, 2, H, W) (the positional encoding of NeRF, Mildenhall et al.)."""
+    freqs = math.pi * 2.0 ** torch.arange(FOURIER_BANDS, device=coords.device, dtype=coords.dtype)
+    angles = coords.permute(0, 2, 3, 1)[..., None] * freqs  # (B, H, W, 2, bands)
+    return torch.cat([angles.sin(), angles.cos()], -1).flatten(-2)
+
+
+def coordinate_channels(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W): each pixel's column and row centre, from -1 to 1."""
+    B, _, H, W = x.shape
+    ys = (torch.arange(H, device=x.device, dtype=x.dtype) + 0.5) / H * 2 - 1
+    xs = (torch.arange(W, device=x.device, dtype=x.dtype) + 0.5) / W * 2 - 1
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))
+    return grid.expand(B, -1, -1, -1)
 
 
 class NoisyClassifier(nn.Module):

@@ -3,11 +3,11 @@ decoder with CLIP.
 
 What is optimized is the grid of continuous latents z (B, D, 8, 8) that the VQ-VAE of notebook 01
 (`t2i.vqvae`) would quantize and decode. Each step: clamp z to the codebook's range (per
-dimension, straight-through), snap it to the nearest codes with the straight-through quantizer
-(the forward pass sees only codebook vectors, the gradient reaches z), decode, take random
-cutouts, and pull CLIP's embedding of the cutouts toward the prompt's with the spherical
-distance. The decoder can only draw what it learned, which keeps the images on the data's
-manifold far better than free pixels do.
+dimension, with `ClampWithGrad`: no gradient that would push z further out), snap it to the
+nearest codes with the straight-through quantizer (the forward pass sees only codebook vectors,
+the gradient reaches z), decode, take random cutouts, and pull CLIP's embedding of the cutouts
+toward the prompt's with the spherical distance. The decoder can only draw what it learned,
+which keeps the images on the data's manifold far better than free pixels do.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import clip_guidance, config, plot
+from . import clip_optimization, config, plot
 
 
 def default_config() -> dict:
@@ -26,6 +26,37 @@ def default_config() -> dict:
         augmentation="cutouts",
         init="random tokens",
     )
+
+
+class ClampWithGrad(torch.autograd.Function):
+    """x.clamp(lo, hi) whose gradient never pushes x further out of [lo, hi]: the `ClampWithGrad`
+    of VQGAN-CLIP, Katherine Crowson's (crowsonkb) reference code of Crowson et al. 2022.
+
+    Backward passes the gradient g where x is inside the range; outside it, g passes only where
+    a descent step x - lr * g moves x back toward the range, i.e. g * (x - x.clamp(lo, hi)) >= 0,
+    and is zero elsewhere. A plain clamp would give no gradient outside the range (a latent
+    that left it could never come back); a straight-through clamp would let the optimizer drive
+    it ever further out. lo and hi are tensors broadcastable to x (or numbers); they get no
+    gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, lo, hi):
+        lo = torch.as_tensor(lo, dtype=x.dtype, device=x.device)
+        hi = torch.as_tensor(hi, dtype=x.dtype, device=x.device)
+        ctx.save_for_backward(x, lo, hi)
+        return torch.maximum(torch.minimum(x, hi), lo)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, lo, hi = ctx.saved_tensors
+        outside = x - torch.maximum(torch.minimum(x, hi), lo)
+        return g * (g * outside >= 0), None, None
+
+
+def clamp_with_grad(x, lo, hi):
+    """`ClampWithGrad.apply(x, lo, hi)`."""
+    return ClampWithGrad.apply(x, lo, hi)
 
 
 class Latents(nn.Module):
@@ -39,7 +70,7 @@ class Latents(nn.Module):
         super().__init__()
         self.vqvae = [vqvae]  # a list, so its weights are not parameters of this module
         codebook = vqvae.codebook.detach().float()
-        blank = clip_guidance.BACKGROUND.view(1, 3, 1, 1).expand(n, 3, res, res)
+        blank = clip_optimization.BACKGROUND.view(1, 3, 1, 1).expand(n, 3, res, res)
         with torch.no_grad():
             z = vqvae.encode(blank.to(codebook.device)).float()
         if init == "random tokens":
@@ -53,7 +84,7 @@ class Latents(nn.Module):
         self.register_buffer("hi", codebook.max(0).values.view(1, -1, 1, 1))
 
     def forward(self):
-        z = self.z + (torch.maximum(torch.minimum(self.z, self.hi), self.lo) - self.z).detach()
+        z = clamp_with_grad(self.z, self.lo, self.hi)
         z_q, _ = self.vqvae[0].quantize(z)
         return self.vqvae[0].decode(z_q)
 
@@ -66,12 +97,12 @@ def generate(
     seed: int = 0,
     negatives: list[str] | None = None,
     **overrides,
-) -> clip_guidance.Result:
+) -> clip_optimization.Result:
     """One image per prompt (batched); overrides change cfg (steps, init, augmentation...)."""
     cfg = {**(cfg or default_config()), **overrides}
     latents = Latents(vqvae, len(prompts), clip_model.res, cfg["init"], seed)
     latents.to(next(clip_model.parameters()).device)
-    return clip_guidance.optimize(
+    return clip_optimization.optimize(
         latents, clip_model, prompts, cfg["steps"], cfg["lr"], cfg["augmentation"],
         cfg["n_views"], negatives=negatives, seed=seed, desc="VQGAN-CLIP",
         frozen_models=(vqvae,),

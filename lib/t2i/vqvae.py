@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, config, plot, tokens, train
+from . import autoencoder, checkpoint, config, plot, train
 
 
 def default_config() -> dict:
@@ -55,8 +55,8 @@ class VQVAE(nn.Module):
         super().__init__()
         self.register_buffer("usage_log", torch.zeros(steps))  # codes used per training batch
         self.K, self.beta, self.decay, self.restart = K, beta, decay, restart
-        self.encoder = tokens.Encoder(dim, width)
-        self.decoder = tokens.Decoder(dim, width)
+        self.encoder = autoencoder.Encoder(dim, width)
+        self.decoder = autoencoder.Decoder(dim, width)
         init = torch.randn(K, dim) * 0.1
         if codebook == "ema":
             self.register_buffer("codebook", init)
@@ -147,7 +147,7 @@ def build(cfg: dict) -> VQVAE:
 
 
 def train_model(model: VQVAE, cfg: dict, path, live_plot: bool = True):
-    batch_fn = tokens.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
+    batch_fn = autoencoder.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
     model.to(memory_format=torch.channels_last)
     return train.fit(
         model,
@@ -175,19 +175,19 @@ def get_vqvae(retrain: bool = False, cfg: dict | None = None) -> VQVAE:
 
 
 def cli_train(args):
-    print(tokens.summary(get_vqvae(retrain=getattr(args, "retrain", False)), "VQ-VAE"))
+    print(autoencoder.summary(get_vqvae(retrain=getattr(args, "retrain", False)), "VQ-VAE"))
 
 
 def cli_sample(args):
     model = get_vqvae()
-    data = tokens.held_out_renders(args.n, seed=args.seed)
+    data = autoencoder.held_out_renders(args.n, seed=args.seed)
     rec = model.decode_tokens(model.tokens(data.tensor()))
     plot.save_pngs(rec, args.out, "vqvae")
     print(f"{len(rec)} reconstructions in {args.out}")
 
 
 def cli_evaluate(args):
-    tokens.print_evaluation(get_vqvae(), args.seed, args.json)
+    autoencoder.print_evaluation(get_vqvae(), args.seed, args.json)
 
 
 def add_cli_arguments(command, parser):

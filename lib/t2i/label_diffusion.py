@@ -1,4 +1,4 @@
-"""The class-conditional recipe of notebook 05: a U-Net diffusion model on class labels, a
+"""The label-conditional recipe of notebook 05: a U-Net diffusion model on class labels, a
 noise-aware classifier, sampling with either guidance, and the judge's measurements.
 
 A class is a (colour, shape) pair of a single-object scene: 6 x 3 = 18 classes, plus a null label
@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, config, judge, plot, shapes
-from .diffusion import GaussianDiffusion, classifier_grad
-from .diffusion import cfg as cfg_guidance
+from .diffusion import GaussianDiffusion, classifier_free, classifier_grad
 from .train import fit
 from .unet import NoisyClassifier, UNet
 
@@ -131,7 +130,7 @@ def train_model(model, cfg, path=None, amp=False, **fit_kwargs):
 
     def loss_fn(m, batch):
         x, y = batch
-        return diffusion.loss(lambda xt, t: m(xt, t, y), x, min_snr=cfg["min_snr"])
+        return diffusion.loss(m, x, min_snr=cfg["min_snr"], y=y)
 
     return fit(
         model,
@@ -153,7 +152,7 @@ def train_model(model, cfg, path=None, amp=False, **fit_kwargs):
 def load(cfg: dict | None = None, retrain: bool = False):
     """(model, diffusion): from the cache, or trained now."""
     cfg = cfg or model_config()
-    model = checkpoint.load_or_train("class_diffusion", cfg, build_model, train_model, retrain)
+    model = checkpoint.load_or_train("label_diffusion", cfg, build_model, train_model, retrain)
     return model, diffusion_of(cfg)
 
 
@@ -222,7 +221,7 @@ def sample(
     x = torch.randn(len(y), 3, model.res, model.res, generator=gen).to(dev)
     cond_fn = None
     if guidance == "cfg":
-        fn = cfg_guidance(model, y, NULL, scale)
+        fn = classifier_free(model, scale, dict(y=y), dict(y=torch.full_like(y, NULL)))
     elif guidance == "classifier":
         null = torch.full_like(y, NULL)
         fn = lambda xt, t: model(xt, t, null)  # noqa: E731
@@ -302,7 +301,7 @@ def cli_train(args):
 
 
 def cli_sample(args):
-    model, diffusion = load(model_config(seed=args.seed))
+    model, diffusion = load()  # the course's model: --seed seeds the sampling, never the model
     clf = load_classifier() if args.guidance == "classifier" else None
     x = sample(
         model,
@@ -321,7 +320,7 @@ def cli_sample(args):
 
 
 def cli_evaluate(args):
-    model, diffusion = load(model_config(seed=args.seed))
+    model, diffusion = load()  # the course's model: --seed seeds the sampling, never the model
     labels = balanced_labels(args.n_per_class)
     rows = {}
     for name, guidance, scale in [("conditional", "none", 1.0), ("cfg", "cfg", args.scale)]:

@@ -1,6 +1,7 @@
-"""Generating with a frozen CLIP: optimize whatever makes the image so that CLIP finds it close
-to a prompt. Shared by the pixel-space baseline (here), CLIPDraw (`t2i.clipdraw`, strokes) and
-VQGAN-CLIP (`t2i.vqgan_clip`, codebook latents); each only changes what is optimized.
+"""Generating with a frozen CLIP by optimization (notebook 04): optimize whatever makes the image
+so that CLIP finds it close to a prompt. Shared by the pixel-space baseline (here), CLIPDraw
+(`t2i.clipdraw`, strokes) and VQGAN-CLIP (`t2i.vqgan_clip`, codebook latents); each only changes
+what is optimized.
 
 Two ingredients from the CLIPDraw paper (Frans et al. 2021) and the VQGAN-CLIP notebooks
 (Crowson et al. 2022): the loss is taken over several random augmentations (or cutouts) of the

@@ -1,4 +1,5 @@
-"""Images as tokens: the conv encoder/decoder and the measures shared by the dVAE and VQ-VAE.
+"""Images as tokens (notebooks 01, 02): the conv encoder/decoder and the measures shared by the
+dVAE and VQ-VAE.
 
 Both tokenizers squeeze a 32x32 image into an 8x8 grid of discrete codes (DALL-E: 256x256 into
 32x32 codes out of 8,192, a factor 8 per side; ours: a factor 4). `Encoder` maps pixels to a
@@ -17,8 +18,9 @@ import torch.nn.functional as F
 from . import config, shapes
 
 
-class ResBlock(nn.Module):
-    """x + conv(relu(conv(relu(x)))), the residual unit of the DALL-E dVAE's encoder/decoder."""
+class ResidualUnit(nn.Module):
+    """x + conv(relu(conv(relu(x)))), the residual unit of the DALL-E dVAE's encoder/decoder
+(no timestep input: the diffusion U-Net's block is `t2i.nn.ResBlock`)."""
 
     def __init__(self, ch: int):
         super().__init__()
@@ -39,8 +41,8 @@ class Encoder(nn.Module):
             nn.Conv2d(3, width, 4, stride=2, padding=1),
             nn.ReLU(),
             nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
-            ResBlock(2 * width),
-            ResBlock(2 * width),
+            ResidualUnit(2 * width),
+            ResidualUnit(2 * width),
             nn.ReLU(),
             nn.Conv2d(2 * width, out_ch, 1),
         )
@@ -56,8 +58,8 @@ class Decoder(nn.Module):
         super().__init__()
         self.net = nn.Sequential(
             nn.Conv2d(in_ch, 2 * width, 3, padding=1),
-            ResBlock(2 * width),
-            ResBlock(2 * width),
+            ResidualUnit(2 * width),
+            ResidualUnit(2 * width),
             nn.ReLU(),
             nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1),
             nn.ReLU(),

@@ -1,0 +1,92 @@
+"""`--seed` of `python -m t2i sample / evaluate` seeds the sampling, never the model: every model
+the command loads is the course's default one (its config, hence its cache key, unchanged)."""
+
+import pytest
+import torch
+
+from t2i import checkpoint, cli, clip, config, dalle, dvae, label_diffusion, vqvae
+
+
+@pytest.fixture(autouse=True)
+def smoke(monkeypatch, tmp_path):
+    monkeypatch.setenv("T2I_PROFILE", "smoke")
+    monkeypatch.setenv("T2I_DATA", str(tmp_path))
+
+
+@pytest.fixture
+def loads(monkeypatch):
+    """Record (name, cfg) of every model loaded, and hand back an untrained one (no training)."""
+    seen = []
+
+    def fake_load_or_train(name, cfg, build, train, retrain=False):
+        seen.append((name, cfg))
+        torch.manual_seed(0)
+        return build(cfg).to(config.device()).eval()
+
+    monkeypatch.setattr(checkpoint, "load_or_train", fake_load_or_train)
+    return seen
+
+
+def test_sample_diffusion_seed_seeds_the_sampling_not_the_model(loads, monkeypatch, tmp_path):
+    seeds = []
+    real_sample = label_diffusion.sample
+
+    def recording_sample(*args, **kwargs):
+        seeds.append(kwargs.get("seed"))
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(label_diffusion, "sample", recording_sample)
+    out = tmp_path / "out"
+    cli.main(["sample", "diffusion", "--seed", "3", "--n", "2", "--steps", "2", "--out", str(out)])
+    assert loads == [("label_diffusion", label_diffusion.model_config())]
+    assert loads[0][1]["seed"] == 0
+    assert seeds == [3]
+    assert len(list(out.glob("*.png"))) == 2
+
+
+def test_sample_diffusion_with_classifier_guidance_loads_default_models(loads, tmp_path):
+    argv = ["sample", "diffusion", "--seed", "3", "--n", "1", "--steps", "2"]
+    cli.main(argv + ["--guidance", "classifier", "--out", str(tmp_path / "out")])
+    assert loads == [
+        ("label_diffusion", label_diffusion.model_config()),
+        ("noisy_classifier", label_diffusion.classifier_config()),
+    ]
+
+
+def test_evaluate_diffusion_seed_keeps_the_default_model(loads, monkeypatch, capsys):
+    seeds = []
+
+    def blank_sample(model, diffusion, labels, *args, seed=0, **kwargs):  # no sampling: fast
+        seeds.append(seed)
+        return torch.zeros(len(labels), 3, model.res, model.res)
+
+    monkeypatch.setattr(label_diffusion, "sample", blank_sample)
+    cli.main(["evaluate", "diffusion", "--seed", "3", "--n-per-class", "1", "--json"])
+    assert loads == [("label_diffusion", label_diffusion.model_config())]
+    assert seeds == [3, 3]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["sample", "dvae", "--n", "2"], lambda: [("dvae", dvae.default_config())]),
+        (["sample", "vqvae", "--n", "2"], lambda: [("vqvae", vqvae.default_config())]),
+        (
+            ["sample", "dalle", "--n", "1", "--prompt", "a red circle"],
+            lambda: [("dalle", dalle.default_config()), ("vqvae", vqvae.default_config())],
+        ),
+        (
+            ["sample", "clipdraw", "--n", "1", "--steps", "1", "--prompt", "a red circle"],
+            lambda: [("clip", clip.default_config())],
+        ),
+        (
+            ["sample", "vqgan-clip", "--n", "1", "--steps", "1", "--prompt", "a red circle"],
+            lambda: [("clip", clip.default_config()), ("vqvae", vqvae.default_config())],
+        ),
+    ],
+    ids=["dvae", "vqvae", "dalle", "clipdraw", "vqgan-clip"],
+)
+def test_sample_seed_never_changes_a_model(loads, tmp_path, argv, expected):
+    cli.main(argv + ["--seed", "3", "--out", str(tmp_path / "out")])
+    assert sorted(loads, key=str) == sorted(expected(), key=str)
+    assert all(cfg.get("seed", 0) == 0 for _, cfg in loads)

@@ -1,0 +1,146 @@
+"""GLIDE (notebook 06): text reaches the U-Net, padding is inert, CFG, upsampler, inpainting."""
+
+import numpy as np
+import pytest
+import torch
+
+from t2i import glide
+from t2i.tokenizer import Tokenizer
+
+CFG = glide.base_config(res=8, ch=8, mults=[1, 2], attn_res=[8, 4], text_width=16, text_layers=1)
+
+
+def tiny(cls=glide.Text2Im):
+    torch.manual_seed(0)
+    m = cls(CFG).eval()
+    for p in m.parameters():  # zero-initialised outputs: make the model non-trivial
+        p.data.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+def test_every_attention_layer_reads_the_caption():
+    m = tiny()
+    outputs = {}
+    for name, layer in m.unet.named_modules():
+        if type(layer).__name__ == "SpatialAttention":
+            layer.register_forward_hook(lambda mod, inp, out, n=name: outputs.__setitem__(n, out))
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([10, 90])
+    with torch.no_grad():
+        m(x, t, tokens=glide.TOKENIZER(["a red circle"] * 2))
+        first = dict(outputs)
+        m(x, t, tokens=glide.TOKENIZER(["a blue circle"] * 2))
+    assert len(first) >= 3  # two resolutions and the middle
+    for name, out in first.items():
+        assert not torch.allclose(out, outputs[name]), f"{name} ignores the caption"
+
+
+def test_padding_positions_have_their_own_embedding():
+    m = tiny()
+    tok = glide.TOKENIZER(["a red circle", "a small blue square at the top"])
+    with torch.no_grad():
+        pooled, seq = m.text(tok)
+        m.text.tok.weight[glide.TOKENIZER.pad_id] += 10.0  # the pad token's embedding is unused
+        pooled2, seq2 = m.text(tok)
+        m.text.padding += 1.0  # the padding embedding is used
+        pooled3, _ = m.text(tok)
+    assert torch.equal(pooled, pooled2) and torch.equal(seq, seq2)
+    assert not torch.allclose(pooled, pooled3)
+
+
+def test_captions_are_emptied_at_the_configured_rate():
+    cfg = dict(CFG, n_train=500, batch=4000, p_empty=0.2)
+    _, tok = glide._batches(cfg, "cpu", [8])(0, torch.Generator().manual_seed(0))
+    empty = (tok == glide.TOKENIZER(glide.EMPTY)).all(1).float().mean().item()
+    assert empty == pytest.approx(0.2, abs=0.03)
+
+
+def test_cfg_at_scale_one_is_the_conditional_prediction():
+    m = tiny()
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([50, 20])
+    prompts = ["a red circle", "a green square above a blue triangle"]
+    with torch.no_grad():
+        cond = m(x, t, tokens=glide.TOKENIZER(prompts))
+        fn, cond_fn = glide.guided_model(m, prompts, "cfg", 1.0)
+        assert cond_fn is None
+        assert torch.allclose(fn(x, t), cond, atol=1e-5)
+        u = m(x, t, tokens=glide.TOKENIZER(["", ""]))
+        assert torch.allclose(
+            glide.guided_model(m, prompts, "cfg", 3.0)[0](x, t), u + 3 * (cond - u), atol=1e-4
+        )
+    with pytest.raises(ValueError, match="guidance"):
+        glide.guided_model(m, prompts, "classifier")
+
+
+def test_upsampler_stacks_the_bilinear_low_res_image_after_x_t():
+    m = tiny(glide.Upsampler)
+    x, low = torch.randn(1, 3, 8, 8), torch.rand(1, 3, 4, 4)
+    inp = m.inputs(x, low_res=low)
+    assert inp.shape == (1, 6, 8, 8)
+    assert torch.equal(inp[:, :3], x)
+    up = torch.nn.functional.interpolate(low, size=(8, 8), mode="bilinear", align_corners=False)
+    assert torch.allclose(inp[:, 3:], up)
+    # A constant low-res image upsamples to the same constant.
+    assert torch.allclose(
+        m.inputs(x, low_res=torch.full((1, 3, 4, 4), 0.3))[:, 3:], torch.full((1, 3, 8, 8), 0.3)
+    )
+
+
+@pytest.mark.parametrize("cls", [glide.Inpainter, glide.Text2Im])
+def test_inpainting_keeps_the_known_pixels_exactly(cls):
+    m = tiny(cls)
+    d = glide.diffusion_of(dict(CFG, T=50))
+    image = torch.rand(3, 3, 8, 8) * 2 - 1
+    mask = glide.random_masks(3, 8, torch.Generator().manual_seed(1))
+    assert 0 < mask.mean() < 1
+    out = glide.inpaint(m, d, image, mask, "a red circle", steps=5)
+    known = mask.expand_as(image).bool()
+    assert torch.equal(out[known], image[known])
+    assert not torch.allclose(out[~known], image[~known])
+
+
+def test_random_masks_mix_rectangles_and_blobs():
+    masks = glide.random_masks(40, 16, torch.Generator().manual_seed(0))
+    erased = 1 - masks.mean((1, 2, 3))
+    assert ((erased > 0.02) & (erased < 0.8)).all()
+    rect = masks[0::2, 0]  # a rectangle's erased rows are all equal
+    rows = [(1 - r).sum(1) for r in rect]
+    assert all(len(set(v[v > 0].tolist())) == 1 for v in rows)
+
+
+def test_a_short_training_run_lowers_the_loss():
+    cfg = dict(CFG, n_train=256, steps=40, batch=32, T=50, warmup=2, ema=None)
+    m = glide.Text2Im(cfg)
+    hist = glide.train_base(m, cfg, live_plot=False)
+    first, last = sum(hist.loss[:5]) / 5, sum(hist.loss[-5:]) / 5
+    assert last < 0.85 * first
+
+
+def test_tokenizer_round_trip_for_partial_captions():
+    tok = Tokenizer()
+    for text in ["a red circle", "a circle and a square", "a green square above a blue triangle"]:
+        assert tok.decode(tok(text)[0]) == text
+
+
+def test_cli_samples_and_inpaints_pngs(tmp_path, monkeypatch):
+    monkeypatch.setenv("T2I_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("T2I_PROFILE", "smoke")
+    from t2i import cli, plot
+
+    out = tmp_path / "samples"
+    cli.main(["sample", "glide", "--prompt", "a red circle", "--n", "2", "--out", str(out)])
+    pngs = sorted(out.glob("red_circle-*.png"))
+    assert len(pngs) == 2
+    image = plot.read_pngs(pngs[:1])
+    assert image.shape == (1, 16, 16, 3)
+    mask = np.full((16, 16, 3), 255, np.uint8)
+    mask[4:12, 8:16] = 0
+    plot.save_pngs(torch.from_numpy(mask[None]).permute(0, 3, 1, 2) / 127.5 - 1, str(tmp_path), "m")
+    args = ["inpaint", "--image", str(pngs[0]), "--mask", str(tmp_path / "m-000.png")]
+    cli.main(args + ["--prompt", "a red circle and a blue square", "--n", "2", "--out", str(out)])
+    filled = plot.read_pngs(sorted(out.glob("inpainted-*.png")))
+    assert filled.shape == (2, 16, 16, 3)
+    known = mask[..., 0] > 0
+    assert np.abs(filled[:, known].astype(int) - image[:, known].astype(int)).max() <= 1
+    big = plot.save_pngs(torch.zeros(1, 3, 32, 32), str(tmp_path), "big")[0]
+    with pytest.raises(ValueError, match="16x16"):
+        cli.main(args[:2] + ["--mask", str(big), "--prompt", "a red circle", "--out", str(out)])
