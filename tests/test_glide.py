@@ -128,7 +128,7 @@ def test_cli_samples_and_inpaints_pngs(tmp_path, monkeypatch):
 
     out = tmp_path / "samples"
     cli.main(["sample", "glide", "--prompt", "a red circle", "--n", "2", "--out", str(out)])
-    pngs = sorted(out.glob("red_circle-*.png"))
+    pngs = sorted(out.glob("a_red_circle-*.png"))
     assert len(pngs) == 2
     image = plot.read_pngs(pngs[:1])
     assert image.shape == (1, 16, 16, 3)
@@ -143,4 +143,4 @@ def test_cli_samples_and_inpaints_pngs(tmp_path, monkeypatch):
     assert np.abs(filled[:, known].astype(int) - image[:, known].astype(int)).max() <= 1
     big = plot.save_pngs(torch.zeros(1, 3, 32, 32), str(tmp_path), "big")[0]
     with pytest.raises(ValueError, match="16x16"):
-        cli.main(args[:2] + ["--mask", str(big), "--prompt", "a red circle", "--out", str(out)])
+        cli.main(args[:3] + ["--mask", str(big), "--prompt", "a red circle", "--out", str(out)])

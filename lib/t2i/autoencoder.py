@@ -20,7 +20,7 @@ from . import config, shapes
 
 class ResidualUnit(nn.Module):
     """x + conv(relu(conv(relu(x)))), the residual unit of the DALL-E dVAE's encoder/decoder
-(no timestep input: the diffusion U-Net's block is `t2i.nn.ResBlock`)."""
+    (no timestep input: the diffusion U-Net's block is `t2i.nn.ResBlock`)."""
 
     def __init__(self, ch: int):
         super().__init__()

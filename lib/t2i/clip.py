@@ -230,17 +230,12 @@ def train_clip(model: CLIP, cfg: dict, path=None, live_plot: bool = True) -> tra
         acc = (logits.argmax(1) == torch.arange(len(x), device=x.device)).float().mean()
         return contrastive_loss(logits, pos), {"scale": m.scale().item(), "acc": acc.item()}
 
-    return train.fit(
+    return train.fit_config(
         model,
         loss_fn,
         batch_fn,
-        cfg["steps"],
-        lr=cfg["lr"],
-        warmup=cfg["warmup"],
-        weight_decay=cfg["weight_decay"],
         no_decay=train.gains_and_biases,  # as CLIP and open_clip: no decay on gains, biases, t
         after_step=CLIP.clamp_scale_,
-        seed=cfg["seed"],
         path=path,
         cfg=cfg,
         desc="CLIP",

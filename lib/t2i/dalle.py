@@ -276,16 +276,10 @@ def train_model(model: DALLE, cfg: dict, path, live_plot: bool = True):
         idx = torch.randint(0, len(text), (cfg["batch"],), generator=gen)
         return text[idx].to(dev), image[idx].to(dev)
 
-    return train.fit(
+    return train.fit_config(
         model,
         lambda m, b: m.loss(*b),
         batch_fn,
-        steps=cfg["steps"],
-        lr=cfg["lr"],
-        warmup=cfg["warmup"],
-        weight_decay=cfg["weight_decay"],
-        ema=cfg["ema"],
-        seed=cfg["seed"],
         path=path,
         cfg=cfg,
         desc="DALL-E",

@@ -164,16 +164,12 @@ def train_model(model: DVAE, cfg: dict, path, live_plot: bool = True, desc: str 
     batch_fn = autoencoder.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
     model.to(memory_format=torch.channels_last)
     dev = config.device()
-    return train.fit(
+    return train.fit_config(
         model,
         lambda m, b: m.loss(
             b[0].to(dev, memory_format=torch.channels_last), b[1], cfg["steps"], cfg
         ),
         batch_fn,
-        steps=cfg["steps"],
-        lr=cfg["lr"],
-        warmup=cfg["warmup"],
-        seed=cfg["seed"],
         path=path,
         cfg=cfg,
         desc=desc,

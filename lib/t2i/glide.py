@@ -137,6 +137,7 @@ def base_config(**overrides) -> dict:
         coords=True,
         T=config.pick(smoke=100, cpu=500, gpu=1000),
         schedule="cosine",
+        prediction="eps",
         min_snr=None,
         steps=config.pick(smoke=30, cpu=1500, gpu=20_000),
         batch=config.pick(smoke=16, cpu=64, gpu=128),
@@ -149,7 +150,7 @@ def base_config(**overrides) -> dict:
 
 
 def diffusion_of(cfg: dict) -> GaussianDiffusion:
-    return GaussianDiffusion(cfg["T"], cfg["schedule"])
+    return GaussianDiffusion(cfg["T"], cfg["schedule"], cfg.get("prediction", "eps"))
 
 
 # --- training data ------------------------------------------------------------------------------
@@ -168,17 +169,13 @@ def captioned_scenes(n: int, seed: int, p_partial: float, counts=(1, 2), count_p
     return s, captions
 
 
-def _images(s: shapes.Scenes, res: int) -> torch.Tensor:
-    return torch.from_numpy(shapes.render(s, res)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def _batches(cfg: dict, dev, res_list):
     """batch_fn giving (images at each res in res_list..., tokens) with captions emptied at
     rate p_empty."""
     s, captions = captioned_scenes(
         cfg["n_train"], cfg["seed"], cfg["p_partial"], cfg["counts"], cfg["count_probs"]
     )
-    images = [_images(s, r) for r in res_list]
+    images = [shapes.render_tensor(s, r) for r in res_list]
     tokens, empty = TOKENIZER(captions), TOKENIZER(EMPTY)[0]
 
     def batch_fn(step, gen):
@@ -199,15 +196,10 @@ def train_base(model: Text2Im, cfg: dict, path=None, **fit_kwargs):
         return diffusion.loss(m, x, min_snr=cfg["min_snr"], tokens=tok)
 
     dev = next(model.parameters()).device
-    return train.fit(
+    return train.fit_config(
         model,
         loss_fn,
         _batches(cfg, dev, [cfg["res"]]),
-        cfg["steps"],
-        lr=cfg["lr"],
-        warmup=cfg["warmup"],
-        ema=cfg["ema"],
-        seed=cfg["seed"],
         path=path,
         cfg=cfg,
         desc="GLIDE base",
@@ -257,15 +249,10 @@ def train_upsampler(model: Upsampler, cfg: dict, path=None, **fit_kwargs):
         lo = lo + cfg["low_res_noise"] * torch.rand(len(lo), 1, 1, 1) * torch.randn_like(lo)
         return diffusion.loss(m, hi, min_snr=cfg["min_snr"], tokens=tok, low_res=lo)
 
-    return train.fit(
+    return train.fit_config(
         model,
         loss_fn,
         batches,
-        cfg["steps"],
-        lr=cfg["lr"],
-        warmup=cfg["warmup"],
-        ema=cfg["ema"],
-        seed=cfg["seed"],
         path=path,
         cfg=cfg,
         desc="GLIDE upsampler",
@@ -346,15 +333,10 @@ def train_inpainter(model: Inpainter, cfg: dict, path=None, **fit_kwargs):
         mask = random_masks(len(x), x.shape[-1], mask_gen).to(dev)
         return diffusion.loss(m, x, tokens=tok, image=x, mask=mask)
 
-    return train.fit(
+    return train.fit_config(
         model,
         loss_fn,
         _batches({**base, "seed": cfg["seed"]}, dev, [base["res"]]),
-        cfg["steps"],
-        lr=cfg["lr"],
-        warmup=cfg["warmup"],
-        ema=cfg["ema"],
-        seed=cfg["seed"],
         path=path,
         cfg=cfg,
         desc="GLIDE inpainting",
@@ -539,14 +521,10 @@ def train_noised_clip(model: NoisedCLIP, cfg: dict, path=None, **fit_kwargs):
         acc = (logits.argmax(1) == torch.arange(len(x), device=x.device)).float().mean()
         return clip.contrastive_loss(logits, same), {"acc": acc.item()}
 
-    return train.fit(
+    return train.fit_config(
         model,
         loss_fn,
         _batches(cfg, dev, [cfg["res"]]),
-        cfg["steps"],
-        lr=cfg["lr"],
-        warmup=cfg["warmup"],
-        seed=cfg["seed"],
         path=path,
         cfg=cfg,
         desc="noised CLIP",
@@ -599,7 +577,7 @@ def inpaint_task(n: int, res: int, seed: int = 77):
     """n two-object test scenes with the second object erased by a square around its cell:
     (images, masks (1 = known), full captions, scenes). A success puts the erased object back."""
     s = shapes.sample_scenes(n, seed=seed, split="test", counts=(2,))
-    images = _images(s, res)
+    images = shapes.render_tensor(s, res)
     masks = torch.ones(n, 1, res, res)
     half = round(res * 0.2)
     for i in range(n):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import checkpoint, config, judge, plot, shapes
 from .diffusion import GaussianDiffusion, classifier_free, classifier_grad
-from .train import fit
+from .train import fit_config
 from .unet import NoisyClassifier, UNet
 
 CLASSES = [(c, s) for c in shapes.COLOR_NAMES for s in shapes.SHAPES]
@@ -132,15 +132,10 @@ def train_model(model, cfg, path=None, amp=False, **fit_kwargs):
         x, y = batch
         return diffusion.loss(m, x, min_snr=cfg["min_snr"], y=y)
 
-    return fit(
+    return fit_config(
         model,
         loss_fn,
         _batches(cfg, next(model.parameters()).device),
-        cfg["steps"],
-        lr=cfg["lr"],
-        warmup=cfg["warmup"],
-        ema=cfg["ema"],
-        seed=cfg["seed"],
         path=path,
         cfg=cfg,
         desc="diffusion U-Net",
@@ -170,14 +165,10 @@ def train_classifier(model, cfg, path=None, amp=False, **fit_kwargs):
         acc = (logits.argmax(1) == y).float().mean()
         return F.cross_entropy(logits.float(), y), {"accuracy": acc}
 
-    return fit(
+    return fit_config(
         model,
         loss_fn,
         _batches(cfg, next(model.parameters()).device),
-        cfg["steps"],
-        lr=cfg["lr"],
-        warmup=cfg["warmup"],
-        seed=cfg["seed"],
         path=path,
         cfg=cfg,
         desc="noisy classifier",
@@ -239,7 +230,7 @@ def renders(labels, res: int, seed: int = 0) -> torch.Tensor:
     s = shapes.sample_scenes(len(labels), seed=seed, split="test", counts=(1,))
     s.color[:, 0] = [shapes.COLOR_NAMES.index(CLASSES[v][0]) for v in labels]
     s.shape[:, 0] = [shapes.SHAPES.index(CLASSES[v][1]) for v in labels]
-    return torch.from_numpy(shapes.render(s, res)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return shapes.render_tensor(s, res)
 
 
 def balanced_labels(n_per_class: int) -> list[int]:

@@ -244,6 +244,13 @@ def render(scenes: Scenes, res: int = 32, chunk: int = 4096) -> np.ndarray:
     return out
 
 
+def render_tensor(scenes: Scenes, res: int = 32):
+    """`render` as the models' input: a float tensor (n, 3, res, res) in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(render(scenes, res)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
 def _render_chunk(s: Scenes, res: int) -> np.ndarray:
     coords = (np.arange(res, dtype=np.float32) + 0.5) / res
     img = np.empty((len(s), res, res, 3), dtype=np.float32)

@@ -172,6 +172,26 @@ def fit(
     return hist
 
 
+def fit_config(model, loss_fn, batch_fn, cfg: dict, path=None, desc="training", **kwargs):
+    """`fit` with the schedule a model's config names: steps, lr, warmup and seed, and ema and
+    weight_decay where the config has them (every recipe of the course trains this way)."""
+    return fit(
+        model,
+        loss_fn,
+        batch_fn,
+        cfg["steps"],
+        lr=cfg["lr"],
+        warmup=cfg["warmup"],
+        weight_decay=cfg.get("weight_decay", 0.0),
+        ema=cfg.get("ema"),
+        seed=cfg["seed"],
+        path=path,
+        cfg=cfg,
+        desc=desc,
+        **kwargs,
+    )
+
+
 def _load_optimizer(opt, saved, path) -> bool:
     """Load an unfinished run's optimizer state; False (with a warning) if it does not fit, e.g.
     a run saved before its parameters were split into decay groups: it is then started over."""

@@ -149,14 +149,10 @@ def build(cfg: dict) -> VQVAE:
 def train_model(model: VQVAE, cfg: dict, path, live_plot: bool = True):
     batch_fn = autoencoder.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
     model.to(memory_format=torch.channels_last)
-    return train.fit(
+    return train.fit_config(
         model,
         lambda m, b: m.loss(b[0].to(config.device(), memory_format=torch.channels_last), b[1]),
         batch_fn,
-        steps=cfg["steps"],
-        lr=cfg["lr"],
-        warmup=cfg["warmup"],
-        seed=cfg["seed"],
         path=path,
         cfg=cfg,
         desc="VQ-VAE",
