@@ -33,7 +33,7 @@ from .stats import Rate
 from .tokenizer import Tokenizer
 from .unet import Embedding, Encoder, UNet
 
-TOKENIZER = Tokenizer()
+TOKENIZER = clip.TOKENIZER  # one caption tokenizer for CLIP, the noised CLIP and GLIDE
 EMPTY = ""  # the null caption of classifier-free guidance
 
 
@@ -427,14 +427,11 @@ def inpaint(model, diffusion, image, mask, prompts, scale=3.0, steps=25, eta=1.0
     ts = diffusion.timesteps(steps)
     for t, t_prev in zip(ts, ts[1:] + [-1]):
         if not fitted:
-            noised = diffusion.q_sample(image, torch.full((len(x),), t), _randn(image, gen))
+            noise = torch.randn(image.shape, generator=gen).to(dev)
+            noised = diffusion.q_sample(image, torch.full((len(x),), t), noise)
             x = mask * noised + (1 - mask) * x
         x, _ = diffusion.ddim_step(fn, x, t, t_prev, eta, None, gen)
     return mask * image + (1 - mask) * x
-
-
-def _randn(x, gen):
-    return torch.randn(x.shape, generator=gen).to(x.device)
 
 
 # --- noised CLIP and CLIP guidance --------------------------------------------------------------
@@ -478,7 +475,7 @@ class NoisedCLIP(nn.Module):
         return F.normalize(self.text(tok).float(), dim=-1)
 
     def forward(self, x, t, tokens):
-        scale = self.log_scale.exp().clamp(max=100)
+        scale = self.log_scale.clamp(max=clip.LOG_MAX_SCALE).exp()  # as CLIP.scale
         return scale * self.encode_image(x, t) @ self.encode_text(tokens).T
 
 
