@@ -90,3 +90,13 @@ def test_sample_seed_never_changes_a_model(loads, tmp_path, argv, expected):
     cli.main(argv + ["--seed", "3", "--out", str(tmp_path / "out")])
     assert sorted(loads, key=str) == sorted(expected(), key=str)
     assert all(cfg.get("seed", 0) == 0 for _, cfg in loads)
+
+
+def test_unclip_sample_and_vary_write_their_images(loads, tmp_path):
+    out, varied = tmp_path / "out", tmp_path / "varied"
+    cli.main(["sample", "unclip", "--n", "2", "--prompt", "a red circle", "--out", str(out)])
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 2
+    assert {"unclip_decoder", "unclip_prior_diffusion"} <= {name for name, _ in loads}
+    cli.main(["vary", "--image", str(pngs[0]), "--eta", "0.5", "--n", "3", "--out", str(varied)])
+    assert len(list(varied.glob("*.png"))) == 3

@@ -29,6 +29,11 @@ MODELS = {
     "glide-upsampler": ("t2i.glide", {"train"}),
     "glide-inpaint": ("t2i.glide", {"train"}),
     "noised-clip": ("t2i.glide", {"train"}),
+    "unclip": ("t2i.unclip", {"sample", "evaluate"}),
+    "prior-ar": ("t2i.unclip", {"train"}),
+    "prior-diffusion": ("t2i.unclip", {"train"}),
+    "decoder": ("t2i.unclip", {"train"}),
+    "unclip-upsampler": ("t2i.unclip", {"train"}),
 }
 
 
@@ -183,6 +188,14 @@ def main(argv=None):
     p.add_argument("--out", default="samples")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=lambda args: importlib.import_module("t2i.glide").cli_inpaint(args))
+
+    p = sub.add_parser("vary", help="variations of an image with unCLIP's decoder")
+    p.add_argument("--image", required=True, help="a PNG (resized to the decoder's size)")
+    p.add_argument("--eta", type=float, default=0.5, help="0: the reconstruction; 1: freer")
+    p.add_argument("--n", type=int, default=4)
+    p.add_argument("--out", default="samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=lambda args: importlib.import_module("t2i.unclip").cli_vary(args))
 
     args = parser.parse_args(argv)
     args.func(args)

@@ -113,7 +113,8 @@ class DALLE(nn.Module):
         """(B, text_len) ids, every PAD replaced by its position's own padding token."""
         ids = self.tok(captions, truncate=True)
         pos = torch.arange(self.text_len).expand_as(ids)
-        return torch.where(ids == self.tok.pad_id, len(self.tok) + pos, ids)
+        ids = torch.where(ids == self.tok.pad_id, len(self.tok) + pos, ids)
+        return ids.to(next(self.parameters()).device)
 
     def forward(self, text, image, cache=None):
         """text (B, text_len), image (B, n) with n <= 64 -> logits (B, text_len + n, vocab),

@@ -112,8 +112,8 @@ class DVAE(nn.Module):
         return self.encoder(x)
 
     def tokens(self, x):
-        """Hard tokens (B, h, w): the argmax of the logits."""
-        return self.encode(x).argmax(1)
+        """Hard tokens (B, h, w): the argmax of the logits (on the model's device)."""
+        return self.encode(x.to(self.codebook.device)).argmax(1)
 
     def mix(self, y):
         """Soft (or one-hot) codes (B, K, h, w) -> code vectors (B, dim, h, w)."""
@@ -130,7 +130,7 @@ class DVAE(nn.Module):
 
     def decode_tokens(self, idx):
         """Token grids (B, h, w) -> images."""
-        return self.decode(self.embed(idx).permute(0, 3, 1, 2))
+        return self.decode(self.embed(idx.to(self.codebook.device)).permute(0, 3, 1, 2))
 
     def forward(self, x, tau: float | None = None):
         """Reconstruction: with soft Gumbel-softmax codes at temperature tau, or hard tokens."""

@@ -234,7 +234,7 @@ def upsampler_config(**overrides) -> dict:
 def train_upsampler(model: Upsampler, cfg: dict, path=None, **fit_kwargs):
     """Fit eps(x_t, t, caption, low_res) on crops: a random window of the full-resolution image
     and the window of the low-resolution image it comes from, lightly noised so that the model
-    tolerates the base model's imperfect samples."""
+    tolerates the base model's imperfect samples (and blurred, where cfg["blur"] is set)."""
     diffusion = diffusion_of(cfg)
     dev = next(model.parameters()).device
     big, small = cfg["out_res"], cfg["out_res"] // 2
@@ -246,6 +246,8 @@ def train_upsampler(model: Upsampler, cfg: dict, path=None, **fit_kwargs):
         oy, ox = (2 * int(v) for v in torch.randint(0, (big - crop) // 2 + 1, (2,)))
         hi = hi[:, :, oy : oy + crop, ox : ox + crop]
         lo = lo[:, :, oy // 2 : (oy + crop) // 2, ox // 2 : (ox + crop) // 2]
+        if cfg.get("blur"):  # unCLIP's corruption: a Gaussian blur of random width
+            lo = judge.blur(lo, float(torch.empty(()).uniform_(0.1, cfg["blur"])))
         lo = lo + cfg["low_res_noise"] * torch.rand(len(lo), 1, 1, 1) * torch.randn_like(lo)
         return diffusion.loss(m, hi, min_snr=cfg["min_snr"], tokens=tok, low_res=lo)
 

@@ -332,7 +332,7 @@ def accuracy_vs_truth(images, scenes: shapes.Scenes) -> dict[str, Rate]:
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian blur of (n, 3, H, W) images; sigma in pixels."""
     radius = max(1, math.ceil(3 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
     k = torch.exp(-(t**2) / (2 * sigma**2))
     k = k / k.sum()
     c = x.shape[1]

@@ -89,12 +89,12 @@ class VQVAE(nn.Module):
         return self.decoder(z_q).float().clamp(-1, 1)
 
     def tokens(self, x):
-        """Images -> token grids (B, h, w) of code indices."""
-        return self.nearest(self.encode(x))
+        """Images -> token grids (B, h, w) of code indices (on the model's device)."""
+        return self.nearest(self.encode(x.to(self.codebook.device)))
 
     def decode_tokens(self, idx):
         """Token grids (B, h, w) -> images."""
-        return self.decode(self.codebook[idx].permute(0, 3, 1, 2))
+        return self.decode(self.codebook[idx.to(self.codebook.device)].permute(0, 3, 1, 2))
 
     def forward(self, x):
         z_q, _ = self.quantize(self.encode(x))
