@@ -248,7 +248,8 @@ def train_upsampler(model: Upsampler, cfg: dict, path=None, **fit_kwargs):
         lo = lo[:, :, oy // 2 : (oy + crop) // 2, ox // 2 : (ox + crop) // 2]
         if cfg.get("blur"):  # unCLIP's corruption: a Gaussian blur of random width
             lo = judge.blur(lo, float(torch.empty(()).uniform_(0.1, cfg["blur"])))
-        lo = lo + cfg["low_res_noise"] * torch.rand(len(lo), 1, 1, 1) * torch.randn_like(lo)
+        level = torch.rand(len(lo), 1, 1, 1, device=lo.device)
+        lo = lo + cfg["low_res_noise"] * level * torch.randn_like(lo)
         return diffusion.loss(m, hi, min_snr=cfg["min_snr"], tokens=tok, low_res=lo)
 
     return train.fit_config(
