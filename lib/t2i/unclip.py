@@ -316,6 +316,15 @@ def _prior_batches(cfg: dict, dev):
     return batch_fn
 
 
+def _fit_prior(model, loss_fn, cfg, path, desc, **fit_kwargs):
+    """Either prior's recipe: the shared pairs as batches of (tokens, z_t with the null condition
+    at rate p_drop, z_i, z_t), in fp32."""
+    batches = _prior_batches(cfg, next(model.parameters()).device)
+    return train.fit_config(
+        model, loss_fn, batches, path=path, cfg=cfg, desc=desc, amp=False, **fit_kwargs
+    )
+
+
 def train_diffusion_prior(model: DiffusionPrior, cfg: dict, path=None, **fit_kwargs):
     diffusion = prior_diffusion(cfg)
     s = embed_scale(cfg["embed"])
@@ -324,17 +333,7 @@ def train_diffusion_prior(model: DiffusionPrior, cfg: dict, path=None, **fit_kwa
         tok, zt, zi, _ = batch
         return diffusion.loss(m, zi * s, tokens=tok, text_embed=zt * s)
 
-    dev = next(model.parameters()).device
-    return train.fit_config(
-        model,
-        loss_fn,
-        _prior_batches(cfg, dev),
-        path=path,
-        cfg=cfg,
-        desc="diffusion prior",
-        amp=False,
-        **fit_kwargs,
-    )
+    return _fit_prior(model, loss_fn, cfg, path, "diffusion prior", **fit_kwargs)
 
 
 def load_diffusion_prior(cfg: dict | None = None, retrain: bool = False):
@@ -521,17 +520,7 @@ def train_ar_prior(model: ARPrior, cfg: dict, path=None, **fit_kwargs):
         logits = m(tok, zt, dot, codes)
         return F.cross_entropy(logits.reshape(-1, m.buckets), codes.reshape(-1))
 
-    dev = next(model.parameters()).device
-    return train.fit_config(
-        model,
-        loss_fn,
-        _prior_batches(cfg, dev),
-        path=path,
-        cfg=cfg,
-        desc="AR prior",
-        amp=False,
-        **fit_kwargs,
-    )
+    return _fit_prior(model, loss_fn, cfg, path, "AR prior", **fit_kwargs)
 
 
 def load_ar_prior(cfg: dict | None = None, retrain: bool = False):
