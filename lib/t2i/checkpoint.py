@@ -61,6 +61,25 @@ def load(path: Path, cfg: dict | None = None) -> dict | None:
     return payload
 
 
+def mismatch(model: torch.nn.Module, state: dict) -> str | None:
+    """Why a state dict does not fit the model (a key missing or extra, a shape), or None."""
+    own = model.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or extra:
+        return f"missing {missing[:3]}, unexpected {extra[:3]}"
+    for k, v in own.items():
+        if tuple(v.shape) != tuple(state[k].shape):
+            return f"{k} is {tuple(state[k].shape)}, the model's {tuple(v.shape)}"
+    return None
+
+
+def set_aside(path: Path, why: str) -> None:
+    """Rename a cache file that cannot be used to NAME.misfit (kept for a look, never read)."""
+    aside = path.with_suffix(".misfit")
+    warnings.warn(f"{path} {why}: set aside as {aside.name}, retraining", stacklevel=3)
+    path.replace(aside)
+
+
 def load_or_train(
     name: str,
     cfg: dict,
@@ -78,12 +97,12 @@ def load_or_train(
     model = build(cfg).to(config.device())
     payload = None if retrain else load(path, cfg)
     if payload is not None and payload.get("done"):
-        try:
-            model.load_state_dict(payload.get("ema") or payload["model"])
+        state = payload.get("ema") or payload["model"]
+        why = mismatch(model, state)
+        if why is None:
+            model.load_state_dict(state)
             return model.eval()
-        except RuntimeError as err:
-            first = str(err).splitlines()[0]
-            warnings.warn(f"{path} does not fit the model ({first}); retraining", stacklevel=2)
+        set_aside(path, f"does not fit the model ({why})")
     if retrain and path.exists():
         path.unlink()
     train(model, cfg, path)

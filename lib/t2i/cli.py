@@ -13,8 +13,11 @@ import argparse
 import importlib
 import importlib.util
 import json
+import math
 import sys
 import time
+import warnings
+from pathlib import Path
 
 # model name on the command line -> module that implements it
 MODELS = {
@@ -131,7 +134,7 @@ def main(argv=None):
 
     p = sub.add_parser("data", help="generate (or load) a shapes-world dataset and time it")
     p.add_argument("--n", type=int, default=50_000)
-    p.add_argument("--res", type=int, default=32)
+    p.add_argument("--res", type=int, default=32, choices=[16, 32, 64], help="what the judge reads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", default="train", choices=["train", "test", "heldout"])
     p.set_defaults(func=cmd_data)
@@ -198,7 +201,41 @@ def main(argv=None):
     p.set_defaults(func=lambda args: importlib.import_module("t2i.unclip").cli_vary(args))
 
     args = parser.parse_args(argv)
-    args.func(args)
+    _check_arguments(parser, args)
+    try:
+        from . import config
+        from .tokenizer import Tokenizer
+
+        config.profile()  # a bad T2I_PROFILE or T2I_DATA is named before any work
+        config.data_dir()
+        if getattr(args, "prompt", None) is not None:
+            with warnings.catch_warnings():  # a long prompt is cut later, with its warning
+                warnings.simplefilter("ignore")
+                Tokenizer().encode(args.prompt, truncate=True)  # unknown words, before training
+        args.func(args)
+    except ValueError as err:  # the library's own errors name the bad value: one line
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (a model in training was saved; the next run resumes)", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _check_arguments(parser, args) -> None:
+    """Refuse, before any work, what no command can use: counts and steps below 1, a scale that
+    is not a finite number, an output folder that is a file."""
+    for name in ("n", "steps", "n_per_class"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+    for name in ("scale", "eta"):
+        value = getattr(args, name, None)
+        if value is not None and not math.isfinite(value):
+            parser.error(f"--{name} must be a finite number (got {value})")
+    out = getattr(args, "out", None)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        parser.error(f"--out {out!r} is a file, not a folder")
 
 
 if __name__ == "__main__":

@@ -44,8 +44,18 @@ def data_dir() -> Path:
     default = Path(__file__).resolve().parents[2] / "data"
     if not (default.parent / "pyproject.toml").exists():  # installed elsewhere than a checkout
         default = Path.cwd() / "data"
-    path = Path(os.environ.get("T2I_DATA", default))
-    path.mkdir(parents=True, exist_ok=True)
+    value = os.environ.get("T2I_DATA")
+    if value is not None and not value.strip():
+        raise ValueError("T2I_DATA is set but empty: unset it, or name a folder")
+    path = Path(value) if value is not None else default
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"T2I_DATA={str(path)!r} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"cannot create the data folder {str(path)!r}: {err.strerror}") from err
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"the data folder {str(path)!r} is not writable")
     return path
 
 

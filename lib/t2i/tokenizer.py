@@ -30,8 +30,9 @@ CONTEXT_LENGTH = 24
 
 
 def words(text: str) -> list[str]:
-    """Split a caption into lower-case words; a comma is a word of its own."""
-    return re.findall(r"[a-z]+|,", text.lower())
+    """Split a caption into lower-case words; a comma is a word of its own, and so is a number
+    (no vocabulary has one: "2 red circles" is refused, not read as "red circles")."""
+    return re.findall(r"[a-z]+|[0-9]+|,", text.lower())
 
 
 class Tokenizer:
@@ -83,7 +84,11 @@ class Tokenizer:
 
     def decode(self, ids) -> str:
         """Text of an id sequence, without the special tokens."""
-        ws = [self.vocab[i] for i in (ids.tolist() if torch.is_tensor(ids) else ids)]
+        ids = ids.tolist() if torch.is_tensor(ids) else list(ids)
+        bad = [i for i in ids if not 0 <= i < len(self.vocab)]
+        if bad:
+            raise ValueError(f"token ids {bad} are outside the vocabulary (0 to {len(self)})")
+        ws = [self.vocab[i] for i in ids]
         text = " ".join(w for w in ws if w not in SPECIALS)
         return text.replace(" ,", ",")
 

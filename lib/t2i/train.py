@@ -76,7 +76,9 @@ def fit(
     batch_fn(step, generator) returns a batch on the model's device; drawing it from the given
     generator keeps data order reproducible for a seed (and across a resume).
     With `path`, a checkpoint {config, model, ema, optimizer, step, history, done} is written
-    at the end (or on interrupt) and an unfinished one found there is resumed.
+    at the end (or on interrupt) and an unfinished one found there is resumed. An interrupt
+    (Ctrl-C, a notebook's stop button) saves, then propagates: nothing goes on with a model
+    that is not trained.
     params: the parameters to train (default: all of the model's).
     weight_decay is AdamW's decoupled decay; by default it applies to every trained parameter.
     With no_decay(name, param) -> bool (name as in model.named_parameters(), "" for a parameter
@@ -97,6 +99,11 @@ def fit(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     hist, start, earlier_seconds = History(), 0, 0.0
     saved = checkpoint.load(path, cfg) if path is not None else None
+    if saved is not None and not saved.get("done"):
+        why = checkpoint.mismatch(model, saved["model"])
+        if why is not None:
+            checkpoint.set_aside(path, f"does not fit the model ({why})")
+            saved = None
     if saved is not None and not saved.get("done") and _load_optimizer(opt, saved, path):
         model.load_state_dict(saved["model"])
         if ema_model is not None and saved.get("ema"):
@@ -107,6 +114,7 @@ def fit(
         print(f"resuming {desc} from step {start} of {steps} ({path.name})")
 
     plot = LivePlot(desc) if live_plot and _in_notebook() else None
+    interrupted = False
     model.train()
     t0 = time.perf_counter()
     step = start
@@ -142,9 +150,10 @@ def fit(
         step = steps
         hist.done = True
     except KeyboardInterrupt:
+        interrupted = True
         print(
-            f"interrupted at step {step}: keeping what was trained"
-            + (f" and saving it to {path.name} (the next run resumes)" if path else "")
+            f"interrupted at step {step}"
+            + (f": saving what was trained to {path.name} (the next run resumes)" if path else "")
         )
     finally:
         bar.close()
@@ -167,6 +176,8 @@ def fit(
                 "done": hist.done,
             },
         )
+    if interrupted:  # stop whatever asked for the model: it is not trained
+        raise KeyboardInterrupt
     if ema_model is not None:
         model.load_state_dict(ema_model.state_dict())
     return hist
