@@ -1,10 +1,11 @@
 """`python -m t2i COMMAND`: generate data, check the judge, and train, sample and evaluate the
 course's models outside Jupyter (for instructors and CI).
 
-Each model lives in its own module, which provides any of `cli_train(args)`,
-`cli_sample(args)` and `cli_evaluate(args)`, and optionally `add_cli_arguments(command, parser)`
-for its own options (args.model names the model, for a module that serves several). A model
-that only trains is listed with its commands. Models whose module is not there are not listed.
+Each model lives in its own module, which provides any of `cli_train(args)`, `cli_sample(args)`
+and `cli_evaluate(args)` (or, for `train`, lists its models' loaders in `PARTS`), and optionally
+`add_cli_arguments(command, parser)` for its own options (args.model names the model, for a
+module that serves several). A model that only trains is listed with its commands. Models whose
+module is not there are not listed.
 """
 
 from __future__ import annotations
@@ -50,8 +51,22 @@ def _available_models() -> dict:
             served = commands or {
                 c for c in ("train", "sample", "evaluate") if hasattr(module, f"cli_{c}")
             }
+            if name in getattr(module, "PARTS", {}):
+                served = served | {"train"}
             out[name] = (module, served)
     return out
+
+
+def _train_part(load, name):
+    """`train NAME` for a model its module lists in PARTS {name: loader}: load it from the
+    cache, or train it, and say how long that took."""
+
+    def run(args):
+        t0 = time.perf_counter()
+        load()
+        print(f"{name} ready in {time.perf_counter() - t0:.0f} s")
+
+    return run
 
 
 def cmd_data(args):
@@ -181,7 +196,10 @@ def main(argv=None):
             module = models[name][0]
             if hasattr(module, "add_cli_arguments"):
                 module.add_cli_arguments(command, q)
-            q.set_defaults(func=getattr(module, f"cli_{command}"))
+            if command == "train" and name in getattr(module, "PARTS", {}):
+                q.set_defaults(func=_train_part(module.PARTS[name], name))
+            else:
+                q.set_defaults(func=getattr(module, f"cli_{command}"))
 
     p = sub.add_parser("inpaint", help="fill the dark pixels of a mask with GLIDE's inpainter")
     p.add_argument("--image", required=True, help="a PNG at the base model's resolution")

@@ -19,8 +19,6 @@ so what a student types is in distribution.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -625,7 +623,7 @@ def _edge_jump(x, masks) -> torch.Tensor:
 
 # --- command line -------------------------------------------------------------------------------
 
-_PARTS = {
+PARTS = {  # the models `python -m t2i train NAME` loads or trains
     "glide": load_base,
     "glide-upsampler": load_upsampler,
     "glide-inpaint": load_inpainter,
@@ -643,12 +641,6 @@ def add_cli_arguments(command, parser):
     if command == "evaluate":
         parser.add_argument("--n", type=int, default=96, help="prompts per set")
         parser.add_argument("--scale", type=float, default=3.0)
-
-
-def cli_train(args):
-    t0 = time.perf_counter()
-    _PARTS[args.model]()
-    print(f"{args.model} ready in {time.perf_counter() - t0:.0f} s")
 
 
 def cli_sample(args):

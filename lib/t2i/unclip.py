@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 
 import numpy as np
 import torch
@@ -700,7 +699,7 @@ def typographic_variations(decoder, diffusion, n=48, scale=3.0, seed=7):
 
 # --- command line -------------------------------------------------------------------------------
 
-_PARTS = {
+PARTS = {  # the models `python -m t2i train NAME` loads or trains
     "prior-ar": load_ar_prior,
     "prior-diffusion": load_diffusion_prior,
     "decoder": load_decoder,
@@ -715,12 +714,6 @@ def add_cli_arguments(command, parser):
         parser.add_argument("--upsample", action="store_true", help="2x with the upsampler")
     if command == "evaluate":
         parser.add_argument("--n", type=int, default=96, help="prompts")
-
-
-def cli_train(args):
-    t0 = time.perf_counter()
-    _PARTS[args.model]()
-    print(f"{args.model} ready in {time.perf_counter() - t0:.0f} s")
 
 
 def cli_sample(args):
