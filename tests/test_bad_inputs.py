@@ -1,11 +1,23 @@
 """Bad inputs get a clear error that names the bad value, before any work and without writing
-anything; Ctrl-C stops a command with exit code 130 after saving; a cache file that does not fit
-is set aside and rebuilt (issue: nothing silently wrong)."""
+anything; Ctrl-C or SIGTERM stops a command with exit code 130 after saving; a cache file that
+does not fit or cannot be read is set aside and rebuilt, and one is never half written; a large
+sample request is drawn and written batch by batch (issue: nothing silently wrong)."""
 
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
 import pytest
 import torch
 
-from t2i import checkpoint, cli, config, train
+from t2i import checkpoint, checks, cli, config, judge, plot, shapes, train
+from t2i import label_diffusion as ld
 from t2i.tokenizer import Tokenizer
 
 
@@ -130,3 +142,232 @@ def test_a_checkpoint_that_does_not_fit_is_set_aside_and_a_fresh_model_trained()
     assert path.with_suffix(".misfit").exists() and not path.exists()
     torch.manual_seed(0)
     assert torch.equal(trained_from["weight"], build(cfg).weight)  # not a half-loaded model
+
+
+# --- the judge ------------------------------------------------------------------------------
+
+
+def _renders(n=4):
+    return shapes.render_tensor(shapes.sample_scenes(n, seed=1), 32)
+
+
+def test_the_judge_names_unknown_words_and_numbers_in_a_caption():
+    x = _renders()
+    with pytest.raises(ValueError, match=r"unknown word\(s\) \['armchair', 'avocado'\]"):
+        judge.score(x, "a red avocado armchair")
+    with pytest.raises(ValueError, match=r"unknown word\(s\) \['2'\] in '2 red circle'"):
+        judge.score_each(x, ["a red circle"] * 3 + ["2 red circle"])
+    with pytest.raises(ValueError, match="4 images but 3 captions"):
+        judge.score_each(x, ["a red circle"] * 3)
+
+
+def _set(x, value):
+    x = x.clone()
+    x[2, 1, 5, 5] = value
+    return x
+
+
+@pytest.mark.parametrize(
+    "bad, named",
+    [
+        (lambda x: x.permute(0, 2, 3, 1), r"\(n, 3, H, W\) in \[-1, 1\], not \(4, 32, 32, 3\)"),
+        (lambda x: x[0], r"\(n, 3, H, W\) in \[-1, 1\], not \(3, 32, 32\)"),
+        (lambda x: x.long(), r"not torch.int64"),
+        (lambda x: (x + 1).mul(127.5).byte(), r"uint8 images must be \(n, H, W, 3\), not \(4, 3"),
+        (lambda x: _set(x, float("nan")), r"images \[2\] hold 1 NaN and 0 infinite values"),
+        (lambda x: _set(x, float("-inf")), r"images \[2\] hold 0 NaN and 1 infinite values"),
+    ],
+    ids=["channels last", "one image", "integers", "uint8 channels first", "nan", "inf"],
+)
+def test_the_judge_names_bad_images(bad, named):
+    with pytest.raises(ValueError, match=named):
+        judge.score(bad(_renders()), "a red circle")
+
+
+def test_the_judge_warns_on_images_in_0_1_and_takes_renders_in_minus_1_1_as_they_are():
+    s = shapes.sample_scenes(50, seed=2)
+    x = shapes.render_tensor(s, 32)
+    blank = torch.full((2, 3, 32, 32), shapes.BACKGROUND[0] / 127.5 - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        as_float, as_uint8 = judge.read(x), judge.read(shapes.render(s, 32))
+        judge.read(blank)
+        judge.read(x + 0.4 * torch.randn(x.shape))  # noise beyond [-1, 1] is clamped, as before
+    assert np.array_equal(as_float.present, as_uint8.present)
+    with pytest.raises(ValueError, match="2 images but 50 scenes"):
+        judge.accuracy_vs_truth(x[:2], s)
+    with pytest.warns(UserWarning, match=r"the images lie in \[0, 1\] \(min 0.1\d\d, max 0.922\)"):
+        judge.read((x + 1) / 2)
+
+
+# --- diffusion sampling -------------------------------------------------------------------
+
+
+def _untrained_label_model():
+    cfg = ld.model_config()
+    torch.manual_seed(0)
+    return ld.build_model(cfg).eval(), ld.diffusion_of(cfg)
+
+
+@pytest.mark.parametrize(
+    "request_, named",
+    [
+        (dict(labels=["red circle blue square"]), "label 'red circle blue square' is not one"),
+        (dict(labels=["pink circle"]), r"label 'pink circle' is not one colour .* \(colours: red,"),
+        (dict(labels=["large red circle"]), "label 'large red circle' is not one colour"),
+        (dict(labels=[2.7]), "label 2.7 is not an integer 0 to 18"),
+        (dict(labels=[19]), r"label 19 is outside 0 to 18 \(18 is the null label\)"),
+        (dict(guidance="clip"), r"guidance 'clip' is not one of \('none', 'cfg', 'classifier'\)"),
+        (dict(sampler="euler"), r"sampler 'euler' is not one of \('ddim', 'ddpm'\)"),
+        (dict(guidance="classifier"), "classifier guidance needs a classifier"),
+        (dict(steps=0), "steps must be at least 1, not 0"),
+    ],
+)
+def test_diffusion_sampling_names_a_bad_request(request_, named):
+    model, diffusion = _untrained_label_model()
+    with pytest.raises(ValueError, match=named):
+        ld.sample(model, diffusion, **{"labels": ["red circle"], "steps": 1, **request_})
+
+
+def test_more_ddim_steps_than_T_warn_once_and_are_capped():
+    model, diffusion = _untrained_label_model()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        capped = ld.sample(model, diffusion, ["red circle"], steps=150, seed=1)
+    said = [str(w.message) for w in caught if "sampling steps" in str(w.message)]
+    assert said == ["150 sampling steps asked for, but the process has T = 100: capped at 100"]
+    assert torch.equal(
+        capped, ld.sample(model, diffusion, [ld.label_of("red circle")], steps=100, seed=1)
+    )
+
+
+def test_a_bad_label_on_the_command_line_is_one_line_before_any_work(capsys, tmp_path):
+    out = tmp_path / "out"
+    argv = ["sample", "diffusion", "--label", "red circle blue square", "--out", str(out)]
+    rc, err = run(argv, capsys)
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: label 'red circle blue square' is not one colour and one shape")
+    assert not out.exists() and not [p for p in config.data_dir().rglob("*") if p.is_file()]
+
+
+# --- large requests -------------------------------------------------------------------------
+
+
+def test_samples_are_written_batch_by_batch_and_an_interrupt_keeps_them(tmp_path):
+    calls = []
+
+    def draw(start, n):
+        calls.append((start, n))
+        if start == 4:
+            raise KeyboardInterrupt
+        return torch.full((n, 3, 8, 8), start / 10)
+
+    with pytest.raises(KeyboardInterrupt):
+        plot.save_batches(draw, 9, str(tmp_path / "a"), "x", batch=2)
+    assert calls == [(0, 2), (2, 2), (4, 2)]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [f"x-00{i}.png" for i in range(4)]
+    calls.clear()
+    paths = plot.save_batches(lambda start, n: draw(start + 10, n), 5, str(tmp_path / "b"), "y", 2)
+    assert [p.name for p in paths] == [f"y-00{i}.png" for i in range(5)]
+    assert calls == [(10, 2), (12, 2), (14, 1)]
+
+
+# --- caches: unreadable datasets, temporary files --------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "another dataset"])
+def test_a_dataset_that_cannot_be_read_is_named_set_aside_and_made_again(damage):
+    ds = shapes.load_dataset(64, 16, seed=1)
+    (path,) = (config.data_dir() / "datasets").glob("*.npz")
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:5000])
+    elif damage == "garbage":
+        path.write_bytes(b"\x00 not a dataset")
+    else:
+        np.savez(path, images=np.zeros((3, 16, 16, 3), np.uint8))
+    damaged = path.read_bytes()
+    named = rf"{re.escape(str(path))} could not be read .*: set aside as {path.stem}.misfit"
+    with pytest.warns(UserWarning, match=named + ", generating it again"):
+        again = shapes.load_dataset(64, 16, seed=1)
+    assert np.array_equal(again.images, ds.images) and again.captions == ds.captions
+    assert path.with_suffix(".misfit").read_bytes() == damaged
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the rebuilt file reads
+        assert shapes.load_dataset(64, 16, seed=1).captions == ds.captions
+
+
+def test_every_cache_file_is_written_through_one_unique_temporary_file(monkeypatch):
+    written, real = [], config.atomic_path
+
+    @contextlib.contextmanager
+    def recording(path):
+        with real(path) as tmp:
+            written.append((path, tmp))
+            yield tmp
+
+    monkeypatch.setattr(config, "atomic_path", recording)
+    checkpoint.save(config.data_dir() / "checkpoints" / "x.pt", {"model": {}})
+    checks.report("nb", {"a": 1.0}, {})
+    shapes.load_dataset(8, 16, seed=2)
+    assert [path.parent.name for path, _ in written] == ["checkpoints", "checks", "datasets"]
+    for path, tmp in written:
+        assert tmp.parent == path.parent and f".{os.getpid()}-" in tmp.name
+        assert tmp.name.endswith(".tmp") and path.exists() and not tmp.exists()
+
+    target = config.data_dir() / "f.txt"
+    with real(target) as a, real(target) as b:  # two writers of one file: two temporary files
+        a.write_text("a")
+        b.write_text("b")
+    assert a != b and target.read_text() == "a"
+    with pytest.raises(OSError, match="disk full"), real(target) as tmp:
+        tmp.write_text("half")
+        raise OSError("disk full")
+    assert target.read_text() == "a" and not list(target.parent.glob("*.tmp"))
+
+
+# --- SIGTERM --------------------------------------------------------------------------------
+
+_TRAIN_UNTIL_TERMINATED = """
+import sys, time
+from pathlib import Path
+from t2i import cli, train
+
+real_fit = train.fit
+
+def fit(model, loss_fn, batch_fn, *args, **kwargs):
+    def wait_at_3(step, gen):
+        if step == 3:
+            Path(sys.argv[1]).touch()
+            time.sleep(600)
+        return batch_fn(step, gen)
+    return real_fit(model, loss_fn, wait_at_3, *args, **kwargs)
+
+train.fit = fit
+sys.exit(cli.main(["train", "vqvae"]))
+"""
+
+
+def test_sigterm_stops_a_training_command_with_130_after_saving(tmp_path):
+    ready, err = tmp_path / "ready", tmp_path / "stderr"
+    env = dict(os.environ, T2I_PROFILE="smoke", T2I_DATA=str(config.data_dir()))
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _TRAIN_UNTIL_TERMINATED, str(ready)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert ready.exists(), err.read_text()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, err.read_text()
+    assert "interrupted" in err.read_text()
+    (saved,) = (config.data_dir() / "checkpoints").glob("vqvae-*.pt")
+    payload = checkpoint.load(saved)
+    assert payload["done"] is False and payload["step"] == 3

@@ -4,7 +4,7 @@ the command loads is the course's default one (its config, hence its cache key, 
 import pytest
 import torch
 
-from t2i import checkpoint, cli, clip, config, dalle, dvae, label_diffusion, vqvae
+from t2i import checkpoint, cli, clip, config, dalle, dvae, label_diffusion, plot, vqvae
 
 
 @pytest.fixture(autouse=True)
@@ -100,3 +100,38 @@ def test_unclip_sample_and_vary_write_their_images(loads, tmp_path):
     assert {"unclip_decoder", "unclip_prior_diffusion"} <= {name for name, _ in loads}
     cli.main(["vary", "--image", str(pngs[0]), "--eta", "0.5", "--n", "3", "--out", str(varied)])
     assert len(list(varied.glob("*.png"))) == 3
+
+
+def _same_files(a, b) -> bool:
+    return [p.read_bytes() for p in sorted(a)] == [p.read_bytes() for p in sorted(b)]
+
+
+def test_sample_pngs_are_those_drawn_in_one_call(loads, tmp_path):
+    """Drawn in batches, a request that fits one batch gives the PNGs of one call, byte for byte."""
+    out = tmp_path / "out"
+    argv = ["sample", "diffusion", "--n", "3", "--steps", "2", "--eta", "1", "--seed", "3"]
+    cli.main(argv + ["--out", str(out)])
+    model, diffusion = label_diffusion.load()
+    x = label_diffusion.sample(
+        model, diffusion, ["red circle"] * 3, "cfg", 3.0, "ddim", 2, 1.0, None, seed=3
+    )
+    assert _same_files(out.glob("*.png"), plot.save_pngs(x, str(tmp_path / "one"), "red_circle"))
+
+    out = tmp_path / "dalle"
+    cli.main(["sample", "dalle", "--n", "2", "--prompt", "a red circle", "--out", str(out)])
+    x = dalle.generate(dalle.get_dalle(), ["a red circle"] * 2, seed=0)
+    assert _same_files(out.glob("*.png"), plot.save_pngs(x, str(tmp_path / "one_d"), "dalle"))
+
+
+def test_a_large_sample_request_is_drawn_in_batches(loads, monkeypatch, tmp_path):
+    calls = []
+
+    def blank_sample(model, diffusion, labels, *args, seed=0, **kwargs):
+        calls.append((len(labels), seed))
+        return torch.zeros(len(labels), 3, model.res, model.res)
+
+    monkeypatch.setattr(label_diffusion, "sample", blank_sample)
+    out = tmp_path / "out"
+    cli.main(["sample", "diffusion", "--n", "300", "--seed", "3", "--out", str(out)])
+    assert calls == [(256, 3), (44, 3 + 256)]
+    assert len(list(out.glob("red_circle-*.png"))) == 300

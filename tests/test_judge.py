@@ -151,3 +151,83 @@ def test_blur_keeps_mean_and_smooths():
     x[..., 4, 4] = 1.0
     y = judge.blur(x, 1.0)
     assert torch.allclose(y.sum(), x.sum(), atol=1e-4) and y.max() < 0.2
+
+
+def _parse_before_issue_15(text):
+    """`shapes.parse_caption` as it was before issue 15 (whitespace split, unknown words
+    ignored): the reference the tokenizer-rules parser must match on every course caption."""
+    words = text.lower().replace(",", " , ").split()
+    facts = shapes.CaptionFacts()
+    i = 0
+    while i < len(words):
+        w = words[i]
+        if w in shapes.COLORS:
+            obj = {"color": w}
+            if i > 0 and words[i - 1] in shapes.SIZES:
+                obj["size"] = words[i - 1]
+            if i + 1 < len(words) and words[i + 1] in shapes.SHAPES:
+                obj["shape"] = words[i + 1]
+                i += 1
+            facts.objects.append(obj)
+        elif w in shapes.SHAPES:
+            obj = {"shape": w}
+            if i > 0 and words[i - 1] in shapes.SIZES:
+                obj["size"] = words[i - 1]
+            facts.objects.append(obj)
+        i += 1
+    rest = " ".join(words)
+    for name, phrases in shapes._RELATION_PHRASES.items():
+        if any(f" {p} " in f" {rest} " for p in phrases):
+            facts.relation = name
+    if len(facts.objects) == 1:
+        facts.objects[0]["position"] = shapes._find_position(rest)
+        if facts.objects[0]["position"] is None:
+            del facts.objects[0]["position"]
+    return facts
+
+
+def _course_captions() -> list[str]:
+    """Every kind of caption the course writes: the grammar's (every split and count), partial
+    ones, GLIDE's and DALL-E's prompt sets, the label model's, and the junk kinds'."""
+    from t2i import dalle, glide
+    from t2i import label_diffusion as ld
+
+    caps = []
+    for split in ("train", "test", "heldout"):
+        caps += shapes.caption(shapes.sample_scenes(2000, seed=21, split=split), seed=21)
+    s = shapes.sample_scenes(600, seed=22, counts=(1, 2))
+    rng = np.random.default_rng(22)
+    keeps = [(a, b, c) for a in (False, True) for b in (False, True) for c in (False, True)]
+    caps += [shapes.partial_caption(s, i, keeps[i % 8], rng) for i in range(len(s))]
+    for counts, partial in [((1,), False), ((1,), True), ((2,), True), ((1, 2, 3), False)]:
+        caps += glide.prompt_set(300, seed=23, counts=counts, partial=partial)
+    caps += [c for group in dalle.prompt_set().values() for c in group]
+    caps += [ld.caption_of(v) for v in range(ld.NULL)]
+    caps += [c for kind in junk.KINDS for c in junk.make(kind, 40, 16, seed=24)[1]]
+    return caps
+
+
+def test_tokenizer_rules_parse_every_course_caption_as_before():
+    captions = _course_captions()
+    assert len(captions) > 8000
+    for text in captions:
+        assert shapes.parse_caption(text) == _parse_before_issue_15(text), text
+
+
+def test_scores_of_rendered_scenes_are_unchanged():
+    s = shapes.sample_scenes(300, seed=25, split="test")
+    captions = shapes.caption(s, seed=25)
+    x = shapes.render_tensor(s, 32)
+    x[::3] += 0.3 * torch.randn(x[::3].shape, generator=torch.Generator().manual_seed(0))
+    reading = judge.read(x)
+    before = [judge.check(reading, i, _parse_before_issue_15(c)) for i, c in enumerate(captions)]
+    assert judge.score_each(x, captions) == before
+    assert not all(r["all"] for r in before) and any(r["all"] for r in before)
+
+
+def test_captions_read_as_the_tokenizer_splits_them():
+    img = shapes.render(_scene([("red", "circle", "large", 4)]))
+    plain = judge.score_each(img, ["a red circle"])[0]
+    assert plain["shape"] and plain["all"]
+    for text in ["a red circle.", "A RED CIRCLE!", "a red-circle", " a  red\tcircle "]:
+        assert judge.score_each(img, [text])[0] == plain, text

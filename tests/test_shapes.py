@@ -107,6 +107,8 @@ def test_position_phrases_parse():
     assert shapes.parse_caption("a blue square in the middle").objects[0]["position"] == "center"
     assert shapes.parse_caption("a blue square at the top").objects[0]["position"] == "top"
     with pytest.raises(ValueError, match="no object"):
+        shapes.parse_caption("a picture at the top")
+    with pytest.raises(ValueError, match=r"unknown word\(s\) \['all', 'nothing'\]"):
         shapes.parse_caption("nothing at all")
 
 

@@ -1,7 +1,11 @@
+import os
+import signal
+
 import pytest
 import torch
 
 from t2i import checkpoint, train
+from t2i.diffusion import GaussianDiffusion
 
 
 @pytest.fixture(autouse=True)
@@ -147,3 +151,108 @@ def test_a_run_saved_with_other_param_groups_restarts_instead_of_failing(data_di
             path=path, cfg=cfg, amp=False,
         )  # fmt: skip
     assert hist.done and len(hist.loss) == 20
+
+
+class _Denoiser(torch.nn.Module):
+    """A tiny eps-model with dropout: its training draws from torch's global generator too."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.drop = torch.nn.Dropout(0.3)
+
+    def forward(self, x, t):
+        return self.drop(self.conv(x)) * (1 + t.float().view(-1, 1, 1, 1) / 10)
+
+
+_DIFFUSION = GaussianDiffusion(T=10)
+
+
+def _images(step, gen):
+    return torch.rand(4, 3, 6, 6, generator=gen) * 2 - 1
+
+
+def _diffusion_loss(model, x):
+    return _DIFFUSION.loss(model, x)  # timesteps and noise: torch's global generator
+
+
+@pytest.mark.parametrize(
+    "where, saved_step",
+    [("batch_fn", 5), ("loss_fn", 5), ("after_step", 6), ("ctrl-c in the update", 6)],
+)
+def test_interrupted_and_resumed_training_ends_bit_for_bit_as_a_straight_run(
+    data_dir, where, saved_step
+):
+    if (
+        where.startswith("ctrl-c")
+        and signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        pytest.skip("Ctrl-C is not Python's KeyboardInterrupt here")
+    kw = dict(steps=12, lr=0.05, warmup=3, weight_decay=0.1, ema=0.9, amp=False, cfg={"n": 12})
+    torch.manual_seed(0)
+    straight = _Denoiser()
+    hist = train.fit(straight, _diffusion_loss, _images, path=data_dir / "straight.pt", **kw)
+
+    k, updates = 5, []  # interrupted in step k: before its update, or during it
+
+    def batch_fn(step, gen):
+        x = _images(step, gen)  # drawn, then interrupted
+        if where == "batch_fn" and step == k:
+            raise KeyboardInterrupt
+        return x
+
+    def loss_fn(model, x):
+        loss = _diffusion_loss(model, x)  # noise drawn, then interrupted
+        if where == "loss_fn" and len(updates) == k:
+            raise KeyboardInterrupt
+        return loss
+
+    def after_step(model):
+        updates.append(True)
+        if len(updates) == k + 1 and where == "after_step":
+            raise KeyboardInterrupt
+        if len(updates) == k + 1 and where == "ctrl-c in the update":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    torch.manual_seed(0)
+    path = data_dir / "interrupted.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(_Denoiser(), loss_fn, batch_fn, path=path, after_step=after_step, **kw)
+    assert checkpoint.load(path)["step"] == saved_step
+    torch.manual_seed(1)  # as in another process: other initial weights, other global state
+    resumed = _Denoiser()
+    assert train.fit(resumed, _diffusion_loss, _images, path=path, **kw).loss == hist.loss
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name  # the EMA weights, which the model holds at the end
+    a, b = checkpoint.load(data_dir / "straight.pt"), checkpoint.load(path)
+    for key in ("model", "ema", "generator", "torch_rng"):
+        assert _equal(a[key], b[key]), key
+    assert _equal(a["optimizer"]["state"], b["optimizer"]["state"])
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    return torch.equal(a, b) if torch.is_tensor(a) else a == b
+
+
+def test_sigterm_saves_like_ctrl_c_and_the_old_handler_comes_back(data_dir):
+    caught = []
+    old = signal.signal(signal.SIGTERM, lambda *_: caught.append(True))  # no test run killed
+    try:
+
+        def terminated_at_4(step, gen):
+            if step == 4:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return batch_fn(step, gen)
+
+        path = data_dir / "term.pt"
+        with pytest.raises(KeyboardInterrupt):
+            train.fit(torch.nn.Linear(3, 1), mse, terminated_at_4, steps=10, path=path, amp=False)
+        assert not caught  # fit's own handler took it
+        payload = checkpoint.load(path)
+        assert payload["step"] == 4 and payload["done"] is False
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert caught == [True]  # the handler from before fit is back
+    finally:
+        signal.signal(signal.SIGTERM, old)

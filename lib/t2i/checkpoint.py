@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -30,11 +29,9 @@ def path_for(name: str, cfg: dict) -> Path:
 
 
 def save(path: Path, payload: dict) -> None:
-    """Write atomically: readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """Write atomically (`config.atomic_path`)."""
+    with config.atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load(path: Path, cfg: dict | None = None) -> dict | None:
@@ -73,10 +70,11 @@ def mismatch(model: torch.nn.Module, state: dict) -> str | None:
     return None
 
 
-def set_aside(path: Path, why: str) -> None:
-    """Rename a cache file that cannot be used to NAME.misfit (kept for a look, never read)."""
+def set_aside(path: Path, why: str, then: str = "retraining") -> None:
+    """Rename a cache file that cannot be used to NAME.misfit (kept for a look, never read),
+    with a warning that names it, says why, and what happens `then`."""
     aside = path.with_suffix(".misfit")
-    warnings.warn(f"{path} {why}: set aside as {aside.name}, retraining", stacklevel=3)
+    warnings.warn(f"{path} {why}: set aside as {aside.name}, {then}", stacklevel=3)
     path.replace(aside)
 
 

@@ -22,11 +22,8 @@ def report(notebook: str, numbers: dict, bars: dict[str, tuple[str, float]]) -> 
     clean = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in numbers.items()}
     record = {"notebook": notebook, **clean}
     print(PREFIX + json.dumps(record))
-    folder = config.data_dir() / "checks"
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{notebook}.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(folder / f"{notebook}.json")
+    with config.atomic_path(config.data_dir() / "checks" / f"{notebook}.json") as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
     failed = [
         f"{name} = {numbers[name]} (bar: {op} {bar})"
         for name, (op, bar) in bars.items()

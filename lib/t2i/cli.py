@@ -235,7 +235,11 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted (a model in training was saved; the next run resumes)", file=sys.stderr)
+        print(
+            "interrupted (a model in training was saved and the next run resumes; "
+            "the samples drawn so far are written)",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

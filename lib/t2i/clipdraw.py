@@ -8,6 +8,8 @@ negative prompts, far from those). The paper used 256 strokes on 224x224 with a 
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn as nn
 
@@ -78,11 +80,14 @@ def draw(
 def cli_sample(args):
     from . import clip
 
-    prompts = [args.prompt] * args.n
     overrides = {"steps": args.steps} if args.steps else {}
-    result = draw(clip.get_clip(), prompts, seed=args.seed, **overrides)
-    paths = plot.save_pngs(result.images, args.out, "clipdraw")
-    print(f"{len(paths)} drawings in {result.seconds:.1f} s -> {args.out}")
+    model, t0 = clip.get_clip(), time.perf_counter()
+
+    def drawings(start, n):
+        return draw(model, [args.prompt] * n, seed=args.seed + start, **overrides).images
+
+    paths = plot.save_batches(drawings, args.n, args.out, "clipdraw")
+    print(f"{len(paths)} drawings in {time.perf_counter() - t0:.1f} s -> {args.out}")
 
 
 def add_cli_arguments(command, parser):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,22 @@ def data_dir() -> Path:
     if not os.access(path, os.W_OK):
         raise ValueError(f"the data folder {str(path)!r} is not writable")
     return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """Write `path` atomically: the block writes the temporary path it is given (in the same
+    folder, named for this process and call, so concurrent writers never share one), which then
+    replaces `path` in one rename; readers see the old file or the new one, never half of one.
+    If the block fails, the temporary file is removed and `path` left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def device() -> torch.device:

@@ -310,9 +310,12 @@ def cli_train(args):
 
 def cli_sample(args):
     model = get_dalle()
-    images = generate(model, [args.prompt] * args.n, args.temperature, args.top_k, args.seed)
-    plot.save_pngs(images, args.out, "dalle")
-    print(f"{len(images)} samples of {args.prompt!r} in {args.out}")
+
+    def draw(start, n):  # the seeds `generate` gives these prompts when drawn in one call
+        return generate(model, [args.prompt] * n, args.temperature, args.top_k, args.seed + start)
+
+    paths = plot.save_batches(draw, args.n, args.out, "dalle")
+    print(f"{len(paths)} samples of {args.prompt!r} in {args.out}")
 
 
 def cli_evaluate(args):

@@ -20,6 +20,7 @@ grad log p(y | x_t) (`gradient_guidance`: a noisy classifier's, or a noised CLIP
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -180,7 +181,17 @@ class GaussianDiffusion:
     # --- DDIM -----------------------------------------------------------------------------------
 
     def timesteps(self, steps: int) -> list[int]:
-        """An evenly spaced subsequence of `steps` timesteps, last first (DDIM sec. 4.2)."""
+        """An evenly spaced subsequence of `steps` timesteps, last first (DDIM sec. 4.2). More
+        steps than T are capped at T, with a warning."""
+        if steps < 1:
+            raise ValueError(f"steps must be at least 1, not {steps}")
+        if steps > self.T:
+            warnings.warn(
+                f"{steps} sampling steps asked for, but the process has T = {self.T}: capped at "
+                f"{self.T}",
+                stacklevel=3,
+            )
+            steps = self.T
         return sorted({int(round(v)) for v in np.linspace(0, self.T - 1, steps)}, reverse=True)
 
     def ddim_step(self, model, x, t: int, t_prev: int, eta=0.0, cond_fn=None, generator=None):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,12 +44,43 @@ _MIN_AREA = 0.35 * (3 * math.sqrt(3) / 4) * (shapes.TRIANGLE_CIRCUM * shapes.RAD
 
 def as_unit_images(images) -> torch.Tensor:
     """Accept uint8 (n, H, W, 3) arrays or float (n, 3, H, W) tensors in [-1, 1]; return
-    float (n, 3, H, W) in [0, 1]."""
+    float (n, 3, H, W) in [0, 1].
+
+    Another shape or dtype, and NaN or infinite values, raise a ValueError that names them.
+    Float values beyond [-1, 1] (noise, a decoder's overshoot) are clamped. A float batch that
+    lies in [0, 1] and spans more than half of it gets a warning, as [0, 1] images look so: in
+    [-1, 1] every palette colour has a channel below -0.5, so a batch that shows any object has
+    negative values (and a blank one spans nothing)."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
+    shape = tuple(images.shape)
     if images.dtype == torch.uint8:
+        if len(shape) != 4 or shape[-1] != 3:
+            raise ValueError(f"uint8 images must be (n, H, W, 3), not {shape}")
         return images.permute(0, 3, 1, 2).float() / 255.0
-    return ((images.detach().float().cpu() + 1) / 2).clamp(0, 1)
+    if not images.is_floating_point():
+        raise ValueError(
+            f"images must be uint8 (n, H, W, 3) or float (n, 3, H, W) in [-1, 1], "
+            f"not {images.dtype}"
+        )
+    if len(shape) != 4 or shape[1] != 3:
+        raise ValueError(f"float images must be (n, 3, H, W) in [-1, 1], not {shape}")
+    x = images.detach().float().cpu()
+    finite = torch.isfinite(x).flatten(1).all(1)
+    if not finite.all():
+        where = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(
+            f"images {where[:5]}{' ...' if len(where) > 5 else ''} hold "
+            f"{int(x.isnan().sum())} NaN and {int(x.isinf().sum())} infinite values"
+        )
+    lo, hi = (x.min().item(), x.max().item()) if x.numel() else (-1.0, 1.0)
+    if 0 <= lo and hi <= 1 and hi - lo > 0.5:
+        warnings.warn(
+            f"the images lie in [0, 1] (min {lo:.3f}, max {hi:.3f}), but the judge reads float "
+            "images in [-1, 1]: pass 2 * x - 1 if they are [0, 1] images",
+            stacklevel=3,
+        )
+    return ((x + 1) / 2).clamp(0, 1)
 
 
 @dataclass
@@ -222,11 +254,11 @@ def _match(wanted: list[dict], seen: list[dict]) -> list[dict | None]:
     return best
 
 
-def check(reading: Reading, i: int, text: str) -> dict[str, bool]:
-    """Which of the caption's facts hold in image i: the facts the caption states, read from the
-    readable object that stands for each of its objects, plus "count" (exactly as many objects
-    as stated, and no unreadable blob) and "clean" (nothing else on the background)."""
-    facts = shapes.parse_caption(text)
+def check(reading: Reading, i: int, facts: shapes.CaptionFacts) -> dict[str, bool]:
+    """Which of a caption's facts (`shapes.parse_caption`) hold in image i: the facts the caption
+    states, read from the readable object that stands for each of its objects, plus "count"
+    (exactly as many objects as stated, and no unreadable blob) and "clean" (nothing else on the
+    background)."""
     seen = reading.objects(i)
     found = _match(facts.objects, seen)
     out: dict[str, list[bool]] = {}
@@ -265,11 +297,13 @@ def _relation_holds(relation: str, dx: float, dy: float) -> bool:
 
 
 def score_each(images, captions: list[str]) -> list[dict[str, bool]]:
-    """Per image: which of its caption's facts hold."""
+    """Per image: which of its caption's facts hold. The captions are parsed (a bad one named)
+    before any image is read."""
     if len(captions) != len(images):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    facts = {c: shapes.parse_caption(c) for c in set(captions)}
     reading = read(images)
-    return [check(reading, i, c) for i, c in enumerate(captions)]
+    return [check(reading, i, facts[c]) for i, c in enumerate(captions)]
 
 
 def score(images, captions: list[str] | str) -> dict:
@@ -302,6 +336,8 @@ def accuracy_vs_truth(images, scenes: shapes.Scenes) -> dict[str, Rate]:
     colours must be exactly the scene's colours, with no blob ("count"), the background must
     read as clean, and each object's attributes must match its truth.
     """
+    if len(images) != len(scenes):
+        raise ValueError(f"{len(images)} images but {len(scenes)} scenes")
     r = read(images)
     hits: dict[str, list[bool]] = {f: [] for f in FACTS}
     for i in range(len(scenes)):

@@ -13,6 +13,7 @@ it to 32x32 in notebook 06); the judge reads 16x16 exactly.
 from __future__ import annotations
 
 import json
+import operator
 import time
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 from . import checkpoint, config, judge, plot, shapes
 from .diffusion import GaussianDiffusion, classifier_free, classifier_grad
+from .tokenizer import words
 from .train import fit_config
 from .unet import NoisyClassifier, UNet
 
@@ -28,14 +30,34 @@ CLASSES = [(c, s) for c in shapes.COLOR_NAMES for s in shapes.SHAPES]
 NULL = len(CLASSES)
 HELD_OUT = [CLASSES.index(p) for p in shapes.HELD_OUT_PAIRS]
 SEEN = [i for i in range(len(CLASSES)) if i not in HELD_OUT]
+GUIDANCE = ("none", "cfg", "classifier")
+SAMPLERS = ("ddim", "ddpm")
 
 
 def label_of(text: str) -> int:
-    """'red circle' (or 'a red circle') -> class index."""
-    words = text.lower().split()
-    color = next(w for w in words if w in shapes.COLORS)
-    shape = next(w for w in words if w in shapes.SHAPES)
-    return CLASSES.index((color, shape))
+    """'red circle' (or 'a red circle', any case) -> class index. Any other text (two colours,
+    no shape, a size the class cannot hold) raises a ValueError that names it."""
+    ws = words(text)
+    ws = ws[1:] if ws[:1] == ["a"] else ws
+    if len(ws) != 2 or ws[0] not in shapes.COLORS or ws[1] not in shapes.SHAPES:
+        raise ValueError(
+            f"label {text!r} is not one colour and one shape like 'red circle' (colours: "
+            f"{', '.join(shapes.COLOR_NAMES)}; shapes: {', '.join(shapes.SHAPES)})"
+        )
+    return CLASSES.index((ws[0], ws[1]))
+
+
+def label_index(label) -> int:
+    """A class index from a 'red circle' string or an integer 0 to NULL (NULL: no label)."""
+    if isinstance(label, str):
+        return label_of(label)
+    try:
+        index = operator.index(label)
+    except TypeError:
+        raise ValueError(f"label {label!r} is not an integer 0 to {NULL} nor a string") from None
+    if not 0 <= index <= NULL:
+        raise ValueError(f"label {index} is outside 0 to {NULL} ({NULL} is the null label)")
+    return index
 
 
 def caption_of(label: int) -> str:
@@ -53,12 +75,12 @@ def model_config(**overrides) -> dict:
         mults=config.pick(smoke=[1, 2], cpu=[1, 2], gpu=[1, 2, 2]),
         blocks=1,
         attn_res=[8],
-        T=config.pick(smoke=100, cpu=500, gpu=1000),
+        T=config.pick(smoke=100, cpu=250, gpu=1000),
         schedule="cosine",
         prediction="eps",
-        min_snr=None,
+        min_snr=5.0,  # Min-SNR-gamma loss weighting (Hang et al. 2023), gamma = 5
         p_null=0.15,
-        steps=config.pick(smoke=30, cpu=1200, gpu=20_000),
+        steps=config.pick(smoke=30, cpu=700, gpu=20_000),
         batch=config.pick(smoke=16, cpu=64, gpu=128),
         lr=2e-3,
         warmup=config.pick(smoke=5, cpu=100, gpu=500),
@@ -76,9 +98,9 @@ def classifier_config(**overrides) -> dict:
         n_train=config.pick(smoke=2_000, cpu=20_000, gpu=50_000),
         ch=config.pick(smoke=8, cpu=16, gpu=32),
         mults=config.pick(smoke=[1, 2], cpu=[1, 2], gpu=[1, 2, 2]),
-        T=config.pick(smoke=100, cpu=500, gpu=1000),
+        T=config.pick(smoke=100, cpu=250, gpu=1000),
         schedule="cosine",
-        steps=config.pick(smoke=30, cpu=600, gpu=4000),
+        steps=config.pick(smoke=30, cpu=400, gpu=4000),
         batch=config.pick(smoke=16, cpu=64, gpu=128),
         lr=2e-3,
         warmup=config.pick(smoke=5, cpu=50, gpu=200),
@@ -204,10 +226,17 @@ def sample(
 
     guidance: "none" (the conditional model alone), "cfg" (classifier-free, `scale` = w in
     u + w (c - u)), or "classifier" (the null-label model, i.e. unconditional, steered by the
-    noisy classifier's gradient times `scale`). sampler: "ddpm" (all T steps) or "ddim".
+    noisy classifier's gradient times `scale`). sampler: "ddpm" (all T steps) or "ddim" (at
+    most T steps). A bad label, guidance or sampler raises a ValueError that names it.
     """
+    if guidance not in GUIDANCE:
+        raise ValueError(f"guidance {guidance!r} is not one of {GUIDANCE}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler {sampler!r} is not one of {SAMPLERS}")
+    if guidance == "classifier" and classifier is None:
+        raise ValueError("classifier guidance needs a classifier: pass classifier=...")
     dev = next(model.parameters()).device
-    y = torch.tensor([label_of(v) if isinstance(v, str) else int(v) for v in labels], device=dev)
+    y = torch.tensor([label_index(v) for v in labels], device=dev)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(len(y), 3, model.res, model.res, generator=gen).to(dev)
     cond_fn = None
@@ -247,7 +276,7 @@ def evaluate(images, labels) -> dict:
     the entropy in bits of the judge's small/large reading (1 for the renders' 50/50 mix, 0 when
     every sample has the same size), and `spread`, the standard deviation of the object's centre
     as a fraction of the image side (renders, uniform over the 3x3 grid: about 0.2)."""
-    labels = [int(v) for v in labels]
+    labels = [label_index(v) for v in labels]
     table = judge.score(images, [caption_of(v) for v in labels])
     reading = judge.read(images)
     sizes, spreads = [], []
@@ -274,9 +303,9 @@ def _binary_entropy(p: float) -> float:
 def add_cli_arguments(command, parser):
     if command == "sample":
         parser.add_argument("--label", default="red circle", help='e.g. "red circle"')
-        parser.add_argument("--guidance", default="cfg", choices=["none", "cfg", "classifier"])
+        parser.add_argument("--guidance", default="cfg", choices=GUIDANCE)
         parser.add_argument("--scale", type=float, default=3.0)
-        parser.add_argument("--sampler", default="ddim", choices=["ddim", "ddpm"])
+        parser.add_argument("--sampler", default="ddim", choices=SAMPLERS)
         parser.add_argument("--steps", type=int, default=25)
         parser.add_argument("--eta", type=float, default=0.0)
     if command == "evaluate":
@@ -292,22 +321,26 @@ def cli_train(args):
 
 
 def cli_sample(args):
+    label = label_of(args.label)  # a bad label is named before any model is loaded or trained
     model, diffusion = load()  # the course's model: --seed seeds the sampling, never the model
     clf = load_classifier() if args.guidance == "classifier" else None
-    x = sample(
-        model,
-        diffusion,
-        [args.label] * args.n,
-        args.guidance,
-        args.scale,
-        args.sampler,
-        args.steps,
-        args.eta,
-        clf,
-        seed=args.seed,
-    )
-    plot.save_pngs(x, args.out, args.label.replace(" ", "_"))
-    print(f"{len(x)} samples of {args.label!r} in {args.out}/")
+
+    def draw(start, n):
+        return sample(
+            model,
+            diffusion,
+            [label] * n,
+            args.guidance,
+            args.scale,
+            args.sampler,
+            args.steps,
+            args.eta,
+            clf,
+            seed=args.seed + start,
+        )
+
+    paths = plot.save_batches(draw, args.n, args.out, args.label.replace(" ", "_"))
+    print(f"{len(paths)} samples of {args.label!r} in {args.out}/")
 
 
 def cli_evaluate(args):

@@ -155,14 +155,30 @@ def read_pngs(paths) -> np.ndarray:
     return np.stack(images)
 
 
-def save_pngs(images, out: str, prefix: str) -> list:
-    """Write images (as `to_numpy_images` accepts) to out/prefix-000.png, ...; returns the paths."""
+def save_pngs(images, out: str, prefix: str, start: int = 0) -> list:
+    """Write images (as `to_numpy_images` accepts) to out/prefix-000.png, ... (numbered from
+    `start`); returns the paths."""
     from pathlib import Path
 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for i, img in enumerate(to_numpy_images(images)):
+    for i, img in enumerate(to_numpy_images(images), start):
         paths.append(folder / f"{prefix}-{i:03d}.png")
         plt.imsave(paths[-1], img.clip(0, 1))
+    return paths
+
+
+def save_batches(draw, n: int, out: str, prefix: str, batch: int = 256) -> list:
+    """n images drawn `batch` at a time by draw(start, count) and written by `save_pngs` as each
+    batch comes, with a progress bar: a large request never builds one huge batch, and an
+    interrupted one keeps what it drew. Returns the paths."""
+    from tqdm.auto import tqdm
+
+    paths = []
+    with tqdm(total=n, desc=f"sampling {prefix}", unit="image") as bar:
+        for start in range(0, n, batch):
+            count = min(batch, n - start)
+            paths += save_pngs(draw(start, count), out, prefix, start)
+            bar.update(count)
     return paths

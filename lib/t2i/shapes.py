@@ -385,8 +385,13 @@ class CaptionFacts:
 
 
 def parse_caption(text: str) -> CaptionFacts:
-    """Read the facts a caption states. Raises ValueError on a caption outside the grammar."""
-    words = text.lower().replace(",", " , ").split()
+    """Read the facts a caption states. Its words are split as the models' tokenizer splits
+    them (lower case, punctuation dropped, a comma a word of its own): "A red circle." reads as
+    "a red circle". Raises ValueError naming the words outside the tokenizer's vocabulary
+    ("avocado" is not ignored), and on a caption that names no object."""
+    from .tokenizer import known_words
+
+    words = known_words(text)
     facts = CaptionFacts()
     i = 0
     while i < len(words):
@@ -468,21 +473,26 @@ def load_dataset(
     split: str = "train",
     counts: tuple[int, ...] = (1, 2, 3),
 ) -> ShapesDataset:
-    """`make_dataset`, cached as a .npz under data/datasets (it is cheap, but not free)."""
-    from . import config
+    """`make_dataset`, cached as a .npz under data/datasets (it is cheap, but not free). A
+    cached file that cannot be read (truncated, corrupt) is set aside as NAME.misfit, with a
+    warning that names it, and the dataset generated again."""
+    from . import checkpoint, config
 
     name = f"shapes-{split}-n{n}-r{res}-s{seed}-c{''.join(map(str, counts))}-v{VERSION}.npz"
     path = config.data_dir() / "datasets" / name
     if path.exists():
         try:
-            z = np.load(path)
-            scenes = Scenes(**{k: z[k] for k in Scenes.__dataclass_fields__})
-            return ShapesDataset(z["images"], [str(c) for c in z["captions"]], scenes)
-        except (OSError, KeyError, ValueError):
-            path.unlink()  # unreadable: generate it again
+            with np.load(path) as z:
+                scenes = Scenes(**{k: z[k] for k in Scenes.__dataclass_fields__})
+                ds = ShapesDataset(z["images"], [str(c) for c in z["captions"]], scenes)
+            if ds.images.shape != (n, res, res, 3) or len(ds) != n:
+                raise ValueError(f"{len(ds)} captions, images {ds.images.shape}: not this set")
+            return ds
+        except Exception as err:  # truncated, corrupt, or not this dataset
+            checkpoint.set_aside(
+                path, f"could not be read ({type(err).__name__}: {err})", "generating it again"
+            )
     ds = make_dataset(n, res, seed, split, counts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, images=ds.images, captions=np.array(ds.captions), **ds.scenes.__dict__)
-    tmp.replace(path)
+    with config.atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, images=ds.images, captions=np.array(ds.captions), **ds.scenes.__dict__)
     return ds

@@ -35,6 +35,18 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z]+|[0-9]+|,", text.lower())
 
 
+def known_words(text: str, vocab=VOCAB) -> list[str]:
+    """`words(text)`, or a ValueError that lists the ones outside the vocabulary."""
+    ws = words(text)
+    unknown = sorted({w for w in ws if w not in vocab})
+    if unknown:
+        raise ValueError(
+            f"unknown word(s) {unknown} in {text!r}; the vocabulary has "
+            f"{len(vocab) - len(SPECIALS)} words, see t2i.tokenizer.VOCAB"
+        )
+    return ws
+
+
 class Tokenizer:
     """Maps captions to fixed-length id tensors and back."""
 
@@ -53,14 +65,7 @@ class Tokenizer:
         Unknown words raise a ValueError that lists them. A caption longer than the context
         raises too, unless truncate=True, which cuts it (keeping EOS) and warns.
         """
-        ws = words(text)
-        unknown = sorted({w for w in ws if w not in self.ids})
-        if unknown:
-            raise ValueError(
-                f"unknown word(s) {unknown} in {text!r}; the vocabulary has "
-                f"{len(self.vocab) - len(SPECIALS)} words, see t2i.tokenizer.VOCAB"
-            )
-        ids = [self.bos_id] + [self.ids[w] for w in ws] + [self.eos_id]
+        ids = [self.bos_id] + [self.ids[w] for w in known_words(text, self.ids)] + [self.eos_id]
         if len(ids) > self.context_length:
             msg = (
                 f"caption has {len(ids)} tokens with BOS/EOS, over the context length of "

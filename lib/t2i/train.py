@@ -4,14 +4,17 @@
 optionally kept off gains, biases and temperatures (`no_decay`), an optional exponential moving
 average (EMA) of the weights, bf16 autocast where the machine does it fast,
 a tqdm progress bar with the loss, and a live loss curve in notebooks. It saves a checkpoint
-(atomically) when it ends; Ctrl-C / the notebook's stop button ends it early and still saves
-a valid, resumable checkpoint, so nothing trained is lost.
+(atomically) when it ends; Ctrl-C / the notebook's stop button / SIGTERM ends it early and still
+saves a valid, resumable checkpoint, so nothing trained is lost, and the resumed run ends with
+the very weights an uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -75,10 +78,11 @@ def fit(
     loss_fn(model, batch) returns the loss, or (loss, {name: value}) to log more numbers.
     batch_fn(step, generator) returns a batch on the model's device; drawing it from the given
     generator keeps data order reproducible for a seed (and across a resume).
-    With `path`, a checkpoint {config, model, ema, optimizer, step, history, done} is written
-    at the end (or on interrupt) and an unfinished one found there is resumed. An interrupt
-    (Ctrl-C, a notebook's stop button) saves, then propagates: nothing goes on with a model
-    that is not trained.
+    With `path`, a checkpoint {config, model, ema, optimizer, random state, step, history, done}
+    is written at the end (or on interrupt) and an unfinished one found there is resumed. An
+    interrupt (Ctrl-C, a notebook's stop button, SIGTERM) saves, then propagates: nothing goes
+    on with a model that is not trained. It saves the state between two steps (see
+    `_Interrupts`), so the resumed run equals an uninterrupted one bit for bit.
     params: the parameters to train (default: all of the model's).
     weight_decay is AdamW's decoupled decay; by default it applies to every trained parameter.
     With no_decay(name, param) -> bool (name as in model.named_parameters(), "" for a parameter
@@ -108,7 +112,7 @@ def fit(
         model.load_state_dict(saved["model"])
         if ema_model is not None and saved.get("ema"):
             ema_model.load_state_dict(saved["ema"])
-        gen.set_state(saved["generator"])
+        _set_random_state(gen, dev, saved)
         start, earlier_seconds = saved["step"], saved.get("seconds", 0.0)
         hist.loss = list(saved["history"])
         print(f"resuming {desc} from step {start} of {steps} ({path.name})")
@@ -117,42 +121,49 @@ def fit(
     interrupted = False
     model.train()
     t0 = time.perf_counter()
-    step = start
+    # Steps done, and the random state the next one starts from: what an interrupt saves.
+    done, random_state = start, _random_state(gen, dev)
     # Few redraws: a notebook kernel queues at most ~1000 output messages for a client that
     # reads them only when the cell ends (nbval, nbconvert); a flood would drop the last ones.
     bar = tqdm(
         range(start, steps), desc=desc, initial=start, total=steps, leave=True, mininterval=2.0
     )
     try:
-        for step in bar:
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, steps, lr, warmup)
-            batch = batch_fn(step, gen)
-            with config.autocast(dev, amp):
-                out = loss_fn(model, batch)
-            loss, logs = out if isinstance(out, tuple) else (out, {})
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            opt.step()
-            if after_step is not None:
-                after_step(model)
-            if ema_model is not None:
-                _ema_update(ema_model, model, min(ema, (1 + step) / (10 + step)))
-            hist.loss.append(loss.item())
-            for k, v in logs.items():
-                hist.logs.setdefault(k, []).append(float(v))
-            if step % 10 == 0 or step == steps - 1:
-                bar.set_postfix(loss=f"{_smooth(hist.loss):.4f}", refresh=False)
-            if plot is not None:
-                plot.update(hist.loss)
-        step = steps
+        with _Interrupts() as interrupts:
+            for step in bar:
+                for group in opt.param_groups:
+                    group["lr"] = lr_at(step, steps, lr, warmup)
+                batch = batch_fn(step, gen)
+                with config.autocast(dev, amp):
+                    out = loss_fn(model, batch)
+                loss, logs = out if isinstance(out, tuple) else (out, {})
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(params, clip)
+                interrupts.hold()  # from the optimizer step on, the step completes first
+                opt.step()
+                try:
+                    if after_step is not None:
+                        after_step(model)
+                except KeyboardInterrupt:  # raised by after_step itself: it waits too
+                    interrupts.pending = True
+                if ema_model is not None:
+                    _ema_update(ema_model, model, min(ema, (1 + step) / (10 + step)))
+                hist.loss.append(loss.item())
+                for k, v in logs.items():
+                    hist.logs.setdefault(k, []).append(float(v))
+                done, random_state = step + 1, _random_state(gen, dev)
+                interrupts.release()
+                if step % 10 == 0 or step == steps - 1:
+                    bar.set_postfix(loss=f"{_smooth(hist.loss):.4f}", refresh=False)
+                if plot is not None:
+                    plot.update(hist.loss)
         hist.done = True
     except KeyboardInterrupt:
         interrupted = True
         print(
-            f"interrupted at step {step}"
+            f"interrupted at step {done}"
             + (f": saving what was trained to {path.name} (the next run resumes)" if path else "")
         )
     finally:
@@ -169,8 +180,8 @@ def fit(
                 "model": model.state_dict(),
                 "ema": ema_model.state_dict() if ema_model is not None else None,
                 "optimizer": opt.state_dict(),
-                "generator": gen.get_state(),
-                "step": step,
+                **random_state,
+                "step": done,
                 "history": hist.loss,
                 "seconds": hist.seconds + earlier_seconds,
                 "done": hist.done,
@@ -201,6 +212,62 @@ def fit_config(model, loss_fn, batch_fn, cfg: dict, path=None, desc="training", 
         desc=desc,
         **kwargs,
     )
+
+
+class _Interrupts:
+    """Within `fit`, Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt, at once between
+    `hold()` and `release()` too, but there they wait for `release()`: a step whose optimizer
+    update has begun completes first, so the state saved is always the one between two steps.
+    The handlers are installed only in the main thread (the one Python runs them in), SIGINT's
+    only where it is Python's own, and the old ones come back at the end."""
+
+    def __init__(self):
+        self.holding = self.pending = False
+        self.old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                old = signal.getsignal(sig)
+                if old is not None and (sig == signal.SIGTERM or old is signal.default_int_handler):
+                    self.old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum, frame):
+        if not self.holding:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def hold(self):
+        self.holding = True
+
+    def release(self):
+        self.holding = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+def _random_state(gen, dev) -> dict:
+    """The random state a step starts from: the data's generator, and torch's global ones, which
+    losses (timesteps, noise) and dropout draw from."""
+    state = {"generator": gen.get_state(), "torch_rng": torch.get_rng_state()}
+    if dev.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(dev)
+    return state
+
+
+def _set_random_state(gen, dev, saved: dict) -> None:
+    """Restore what `_random_state` saved (a checkpoint from before it kept only the data's)."""
+    gen.set_state(saved["generator"])
+    if "torch_rng" in saved:
+        torch.set_rng_state(saved["torch_rng"])
+    if "cuda_rng" in saved and dev.type == "cuda":
+        torch.cuda.set_rng_state(saved["cuda_rng"], dev)
 
 
 def _load_optimizer(opt, saved, path) -> bool:

@@ -12,6 +12,8 @@ which keeps the images on the data's manifold far better than free pixels do.
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn as nn
 
@@ -113,11 +115,13 @@ def cli_sample(args):
     from . import clip, vqvae
 
     overrides = {"steps": args.steps} if args.steps else {}
-    result = generate(
-        clip.get_clip(), vqvae.get_vqvae(), [args.prompt] * args.n, seed=args.seed, **overrides
-    )
-    paths = plot.save_pngs(result.images, args.out, "vqgan-clip")
-    print(f"{len(paths)} images in {result.seconds:.1f} s -> {args.out}")
+    models, t0 = (clip.get_clip(), vqvae.get_vqvae()), time.perf_counter()
+
+    def draw(start, n):
+        return generate(*models, [args.prompt] * n, seed=args.seed + start, **overrides).images
+
+    paths = plot.save_batches(draw, args.n, args.out, "vqgan-clip")
+    print(f"{len(paths)} images in {time.perf_counter() - t0:.1f} s -> {args.out}")
 
 
 def add_cli_arguments(command, parser):

@@ -177,9 +177,12 @@ def cli_train(args):
 def cli_sample(args):
     model = get_vqvae()
     data = autoencoder.held_out_renders(args.n, seed=args.seed)
-    rec = model.decode_tokens(model.tokens(data.tensor()))
-    plot.save_pngs(rec, args.out, "vqvae")
-    print(f"{len(rec)} reconstructions in {args.out}")
+
+    def draw(start, n):
+        return model.decode_tokens(model.tokens(data.tensor(slice(start, start + n))))
+
+    paths = plot.save_batches(draw, args.n, args.out, "vqvae")
+    print(f"{len(paths)} reconstructions in {args.out}")
 
 
 def cli_evaluate(args):
