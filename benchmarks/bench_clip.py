@@ -2,7 +2,8 @@
 
     flock /tmp/t2i-cpu.lock .venv/bin/python benchmarks/bench_clip.py [clip|generate|all]
 
-clip: ms per training step, then zero-shot accuracy (ensemble) after fixed step budgets.
+clip: ms per training step, its GFLOP and share of the measured fp32 GEMM peak, then
+zero-shot accuracy (ensemble) after fixed step budgets.
 generate: seconds per prompt and the judge's colour rate for each CLIP-guided method.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
+import machine
 import torch
 
 from t2i import clip, clip_optimization, clipdraw, config, vqgan_clip, vqvae
@@ -32,7 +34,12 @@ def bench_clip(budgets=(150, 300, 600)):
         opt.step()
         times.append(time.perf_counter() - t)
     ms = 1000 * sorted(times[2:])[len(times[2:]) // 2]
-    print(f"CLIP batch {cfg['batch']}: {ms:.0f} ms/step, {cfg['batch'] / ms * 1000:.0f} pairs/s")
+    flops = machine.step_flops(lambda: clip.contrastive_loss(model(x, tokens), pos).backward())
+    cols = machine.peak_columns(flops, ms, machine.gemm_peak())
+    print(
+        f"CLIP batch {cfg['batch']}: {ms:.0f} ms/step, {cfg['batch'] / ms * 1000:.0f} pairs/s, "
+        f"{cols['GFLOP/step']} GFLOP/step = {cols['of fp32 peak']} of the fp32 GEMM peak"
+    )
     print(f"| steps | seconds | {' | '.join(clip.CLASSES)} |")
     print("|---" * (len(clip.CLASSES) + 2) + "|")
     for steps in budgets:

@@ -1,9 +1,11 @@
 """Benchmark of the class-conditional diffusion recipe (notebook 05) at the active profile.
 
-  python benchmarks/bench_diffusion.py speed     training ms/step (fp32 / bf16, channels_last)
-                                                and samples/s per sampler
+  python benchmarks/bench_diffusion.py speed     training ms/step (fp32 / bf16, channels_last),
+                                                GFLOP/step and the share of the measured fp32
+                                                GEMM peak, and samples/s per sampler
   python benchmarks/bench_diffusion.py recipe    train each recipe variant for the same number of
-                                                steps and print the judge's numbers (CFG 3, DDIM 25)
+                                                steps and print the judge's numbers (CFG 3, DDIM 25,
+                                                eta 1 and eta 0) and the DDIM inversion round trip
 
 Run under the shared CPU lock: `flock /tmp/t2i-cpu.lock .venv/bin/python benchmarks/...`.
 Nothing is cached: every variant trains from scratch (checkpoints go to a temporary dir).
@@ -16,11 +18,23 @@ import sys
 import tempfile
 import time
 
+import machine
 import torch
 
-from t2i import config
+from t2i import autoencoder, config, shapes
 from t2i import label_diffusion as cd
 from t2i.nn import count_parameters
+
+
+def step_flops(model, cfg, predict):
+    """FLOPs of one training step (loss and backward) of `model` on the recipe's first batch."""
+    diffusion = cd.diffusion_of(cfg)
+    x, y = cd._batches(cfg, torch.device("cpu"))(0, torch.Generator().manual_seed(0))
+    flops = machine.step_flops(
+        lambda: diffusion.loss(lambda xt, t, y=y: predict(model, xt, t, y), x).backward()
+    )
+    model.zero_grad(set_to_none=True)
+    return flops
 
 
 def median_step_ms(model, cfg, predict, amp=False, channels_last=False, steps=12):
@@ -51,11 +65,12 @@ def train_step_ms(cfg, amp=True, channels_last=False):
     model = cd.build_model(cfg)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ms = median_step_ms(model, cfg, lambda m, xt, t, y: m(xt, t, y), amp, channels_last)
-    return ms, count_parameters(model)
+    predict = lambda m, xt, t, y: m(xt, t, y)  # noqa: E731
+    ms = median_step_ms(model, cfg, predict, amp, channels_last)
+    return ms, count_parameters(model), step_flops(model, cfg, predict)
 
 
-def peer_step_ms(cfg):
+def peer_step_ms(cfg, peak):
     """The same-size U-Net of diffusers (UNet2DModel: one residual block per level, attention at
     8x8, class embedding), timed on the same batches, when the optional extra is installed."""
     try:
@@ -74,30 +89,41 @@ def peer_step_ms(cfg):
         attention_head_dim=16,
         num_class_embeds=cd.NULL + 1,
     )
-    ms = median_step_ms(peer, cfg, lambda m, xt, t, y: m(xt, t, class_labels=y).sample)
+    predict = lambda m, xt, t, y: m(xt, t, class_labels=y).sample  # noqa: E731
+    ms = median_step_ms(peer, cfg, predict)
+    cols = machine.peak_columns(step_flops(peer, cfg, predict), ms, peak)
     print(
         f"| diffusers UNet2DModel, same widths | {count_parameters(peer) / 1e6:.2f} M "
-        f"| {ms:.0f} | – | – |"
+        f"| {ms:.0f} | {cols['GFLOP/step']} | {cols['of fp32 peak']} | – | – |"
     )
 
 
 def speed():
     cfg = cd.model_config()
+    peak = machine.gemm_peak()
+    print(f"measured fp32 GEMM peak: {peak:.0f} GFLOP/s")
     print(f"training, batch {cfg['batch']}, {cfg['res']}x{cfg['res']}")
-    print("| model | params | fp32 ms/step | bf16 ms/step | bf16 + channels_last ms/step |")
-    print("|---|---|---|---|---|")
+    print(
+        "| model | params | fp32 ms/step | GFLOP/step | fp32: of peak | bf16 ms/step "
+        "| bf16 + channels_last ms/step |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, over in [
         ("ch 32, (1, 2)", {}),
         ("ch 48, (1, 2)", {"ch": 48}),
         ("ch 32, (1, 2), 2 blocks", {"blocks": 2}),
     ]:
         c = {**cfg, **over}
-        fp32, n = train_step_ms(c, amp=False)
-        bf16, _ = train_step_ms(c, amp=True)
-        cl, _ = train_step_ms(c, amp=True, channels_last=True)
-        print(f"| {name} | {n / 1e6:.2f} M | {fp32:.0f} | {bf16:.0f} | {cl:.0f} |")
+        fp32, n, flops = train_step_ms(c, amp=False)
+        bf16, _, _ = train_step_ms(c, amp=True)
+        cl, _, _ = train_step_ms(c, amp=True, channels_last=True)
+        cols = machine.peak_columns(flops, fp32, peak)
+        print(
+            f"| {name} | {n / 1e6:.2f} M | {fp32:.0f} | {cols['GFLOP/step']} "
+            f"| {cols['of fp32 peak']} | {bf16:.0f} | {cl:.0f} |"
+        )
 
-    peer_step_ms(cfg)
+    peer_step_ms(cfg, peak)
 
     model = cd.build_model(cfg).eval()
     diffusion = cd.diffusion_of(cfg)
@@ -119,11 +145,11 @@ def speed():
 
 
 VARIANTS = {
-    "eps, cosine, lr 2e-3, EMA": {},
+    "eps + min-SNR 5, cosine, lr 2e-3, EMA": {},
     "fp32 (no bf16 autocast)": {"amp": False},
+    "eps, unweighted (no min-SNR)": {"min_snr": None},
     "eps, linear schedule": {"schedule": "linear"},
     "v-prediction": {"prediction": "v"},
-    "eps + min-SNR 5": {"min_snr": 5.0},
     "x0-prediction": {"prediction": "x0"},
     "lr 1e-3": {"lr": 1e-3},
     "no EMA": {"ema": None},
@@ -133,17 +159,31 @@ VARIANTS = {
 }
 
 
+def inversion_psnr(model, diffusion, res, steps=50):
+    """PSNR of real renders inverted by DDIM and decoded back with the same steps (notebook 05's
+    round trip: 68 test scenes, the seen classes among them, each under its own label)."""
+    real = shapes.load_dataset(68, res=res, seed=7, split="test", counts=(1,))
+    y = torch.from_numpy(real.scenes.color[:, 0] * 3 + real.scenes.shape[:, 0]).long()
+    keep = torch.tensor([int(v) in cd.SEEN for v in y])
+    x, y = real.tensor()[keep], y[keep]
+    fn = lambda xt, t: model(xt, t, y)  # noqa: E731
+    back = diffusion.ddim_sample(fn, diffusion.ddim_invert(fn, x, steps), steps, eta=0.0)
+    return autoencoder.psnr(back, x)
+
+
 def recipe(names, steps):
     os.environ["T2I_DATA"] = tempfile.mkdtemp(prefix="bench-diffusion-")
     labels = cd.balanced_labels(8)
     print(
         f"each variant: {steps} steps of batch 64 (or the same images in other batches); judge on "
-        f"{len(labels)} samples, DDIM 25 steps, no guidance (scale 1) and CFG 3"
+        f"{len(labels)} samples, DDIM 25 steps (eta 1 unless named), no guidance (scale 1) and "
+        "CFG 3; inversion: PSNR of the 50-step DDIM round trip of real renders"
     )
     print(
-        "| variant | train s | ms/step | all, scale 1 | color, CFG 3 | shape, CFG 3 | all, CFG 3 |"
+        "| variant | train s | ms/step | all, scale 1 | color, CFG 3 | shape, CFG 3 | all, CFG 3 "
+        "| all, CFG 3, eta 0 | inversion dB |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in names:
         over = dict(VARIANTS[name])
         amp = over.pop("amp", True)
@@ -157,11 +197,13 @@ def recipe(names, steps):
         dt = time.perf_counter() - t0
         model.eval()
         diffusion = cd.diffusion_of(cfg)
-        plain = cd.evaluate(cd.sample(model, diffusion, labels, "none", steps=25), labels)
-        r = cd.evaluate(cd.sample(model, diffusion, labels, "cfg", 3.0, steps=25), labels)
+        plain = cd.evaluate(cd.sample(model, diffusion, labels, "none", steps=25, eta=1.0), labels)
+        r = cd.evaluate(cd.sample(model, diffusion, labels, "cfg", 3.0, steps=25, eta=1.0), labels)
+        r0 = cd.evaluate(cd.sample(model, diffusion, labels, "cfg", 3.0, steps=25), labels)
         print(
             f"| {name} | {dt:.0f} | {1000 * dt / n_steps:.0f} | {plain['all']:.2f} "
-            f"| {r['color']:.2f} | {r['shape']:.2f} | {r['all']:.2f} |",
+            f"| {r['color']:.2f} | {r['shape']:.2f} | {r['all']:.2f} | {r0['all']:.2f} "
+            f"| {inversion_psnr(model, diffusion, cfg['res']):.1f} |",
             flush=True,
         )
 

@@ -2,7 +2,9 @@
 
     T2I_PROFILE=cpu flock /tmp/t2i-cpu.lock python benchmarks/bench_tokens.py [--quality]
 
-Prints ms per training step (the course's trainer, batch of the profile, bf16 where fast),
+Prints ms per training step (the course's trainer, batch of the profile, bf16 where fast), the
+step's GFLOP and the share of the machine's measured fp32 GEMM peak it reaches, the same for a
+nanoGPT-style transformer of DALL-E's size (torch's own pre-norm encoder layers, causal mask),
 tokenizer throughput, and DALL-E sampling speed with and without its key/value cache: without
 it every sampling step reruns the transformer over the whole prefix, so writing 64 image tokens
 after 20 text tokens processes sum(20 + n for n < 64) = 3,296 token positions per sample instead
@@ -15,7 +17,9 @@ from __future__ import annotations
 import argparse
 import time
 
+import machine
 import torch
+from torch import nn as tnn
 
 from t2i import autoencoder, config, dalle, dvae, nn, train, vqvae
 
@@ -24,6 +28,41 @@ def ms_per_step(model, loss_fn, batch_fn, steps=30, warm=5):
     train.fit(model, loss_fn, batch_fn, steps=warm, live_plot=False, desc="warm-up")
     hist = train.fit(model, loss_fn, batch_fn, steps=steps, live_plot=False, desc="timed")
     return 1000 * hist.seconds / steps
+
+
+def flops_of(model, loss_fn, batch_fn):
+    """FLOPs of one training step (loss and backward) on the first batch."""
+    batch = batch_fn(0, torch.Generator().manual_seed(0))
+
+    def step():
+        loss = loss_fn(model, batch)
+        (loss[0] if isinstance(loss, tuple) else loss).backward()
+
+    flops = machine.step_flops(step)
+    model.zero_grad(set_to_none=True)
+    return flops
+
+
+class NanoGPTPeer(tnn.Module):
+    """The peer of DALL-E's transformer: token and position embeddings, n pre-norm blocks of
+    torch's own TransformerEncoderLayer (GELU MLP of 4d, no dropout) under a causal mask, a final
+    LayerNorm and a linear head: nanoGPT's model at the same width, depth, length and vocabulary."""
+
+    def __init__(self, vocab, length, d, n_layers, n_heads):
+        super().__init__()
+        self.emb, self.pos = tnn.Embedding(vocab, d), tnn.Embedding(length, d)
+        layer = tnn.TransformerEncoderLayer(
+            d, n_heads, 4 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
+        self.blocks = tnn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        self.ln, self.head = tnn.LayerNorm(d), tnn.Linear(d, vocab)
+        self.register_buffer("mask", tnn.Transformer.generate_square_subsequent_mask(length))
+
+    def loss(self, ids):
+        x = self.emb(ids[:, :-1]) + self.pos.weight[: ids.shape[1] - 1]
+        x = self.blocks(x, mask=self.mask[: x.shape[1], : x.shape[1]], is_causal=True)
+        logits = self.head(self.ln(x))
+        return tnn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:])
 
 
 def tokenizer_loss(module, cfg):
@@ -36,7 +75,7 @@ def tokenizer_loss(module, cfg):
     return loss_fn
 
 
-def bench_tokenizers(rows):
+def bench_tokenizers(rows, peak):
     for name, module in (("VQ-VAE", vqvae), ("dVAE", dvae)):
         cfg = module.default_config()
         config.seed_everything(0)
@@ -44,6 +83,7 @@ def bench_tokenizers(rows):
         batch_fn = autoencoder.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
         loss_fn = tokenizer_loss(module, cfg)
         ms = ms_per_step(model, loss_fn, batch_fn)
+        flops = flops_of(model, loss_fn, batch_fn)
         x = autoencoder.held_out_renders(512).tensor()
         model.eval()
         with torch.no_grad():
@@ -54,12 +94,13 @@ def bench_tokenizers(rows):
             "params": nn.count_parameters(model),
             "batch": cfg["batch"],
             "ms/step": ms,
+            **machine.peak_columns(flops, ms, peak),
             "train steps/budget": f"{cfg['steps']} = {cfg['steps'] * ms / 1000:.0f} s",
             "samples/s": f"{rate:.0f} (encode+decode)",
         }
 
 
-def bench_dalle(rows):
+def bench_dalle(rows, peak):
     cfg = dalle.default_config()
     config.seed_everything(0)
     model = dalle.DALLE(vqvae.VQVAE(**cfg["tokenizer"]).eval(), **cfg)
@@ -74,6 +115,7 @@ def bench_dalle(rows):
     train.fit(model, lambda m, b: m.loss(*b), batch_fn, 5, live_plot=False, params=params)
     hist = train.fit(model, lambda m, b: m.loss(*b), batch_fn, 20, live_plot=False, params=params)
     ms = 1000 * hist.seconds / 20
+    flops = flops_of(model, lambda m, b: m.loss(*b), batch_fn)
     model.eval()
     prompt = "a small blue square at the top"
     dalle.generate(model, [prompt])  # warm-up
@@ -90,8 +132,34 @@ def bench_dalle(rows):
         "params": nn.count_parameters(model),
         "batch": cfg["batch"],
         "ms/step": ms,
+        **machine.peak_columns(flops, ms, peak),
         "train steps/budget": f"{cfg['steps']} = {cfg['steps'] * ms / 1000:.0f} s",
         "samples/s": "KV cache vs none: " + ", ".join(speed),
+    }
+
+
+def bench_peer(rows, peak):
+    """nanoGPT-style peer of DALL-E's transformer, timed on the same batch size and length."""
+    cfg = dalle.default_config()
+    config.seed_everything(0)
+    length = cfg["text_len"] + 64
+    vocab = len(dalle.DALLE(vqvae.VQVAE(**cfg["tokenizer"]), **cfg).head.bias)
+    peer = NanoGPTPeer(vocab, length, cfg["d"], cfg["n_layers"], cfg["n_heads"])
+    ids = torch.randint(0, vocab, (2048, length))
+
+    def batch_fn(step, gen):
+        return (ids[torch.randint(0, len(ids), (cfg["batch"],), generator=gen)],)
+
+    loss_fn = lambda m, b: m.loss(*b)  # noqa: E731
+    train.fit(peer, loss_fn, batch_fn, 5, live_plot=False)
+    ms = 1000 * train.fit(peer, loss_fn, batch_fn, 20, live_plot=False).seconds / 20
+    rows["nanoGPT-style peer of DALL-E"] = {
+        "params": nn.count_parameters(peer),
+        "batch": cfg["batch"],
+        "ms/step": ms,
+        **machine.peak_columns(flops_of(peer, loss_fn, batch_fn), ms, peak),
+        "train steps/budget": "–",
+        "samples/s": "–",
     }
 
 
@@ -115,9 +183,12 @@ def main():
         f"profile {config.profile()}, {torch.get_num_threads()} threads, "
         f"bf16 autocast: {config.bf16_supported(config.device())}"
     )
+    peak = machine.gemm_peak()
+    print(f"measured fp32 GEMM peak: {peak:.0f} GFLOP/s")
     rows = {}
-    bench_tokenizers(rows)
-    bench_dalle(rows)
+    bench_tokenizers(rows, peak)
+    bench_dalle(rows, peak)
+    bench_peer(rows, peak)
     cols = list(next(iter(rows.values())))
     print("| model | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")

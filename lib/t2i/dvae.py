@@ -30,7 +30,7 @@ EPS = 0.1  # the logit-Laplace squeeze of DALL-E
 def default_config(**overrides) -> dict:
     cfg = config.pick(
         smoke=dict(warmup=5, K=32, dim=16, width=16, steps=30, batch=16, n_train=512),
-        cpu=dict(warmup=100, K=128, dim=32, width=64, steps=900, batch=64, n_train=20_000),
+        cpu=dict(warmup=100, K=128, dim=32, width=64, steps=550, batch=64, n_train=20_000),
         gpu=dict(warmup=500, K=512, dim=64, width=128, steps=20_000, batch=128, n_train=100_000),
     ) | dict(
         seed=0,

@@ -137,7 +137,7 @@ def base_config(**overrides) -> dict:
         schedule="cosine",
         prediction="eps",
         min_snr=None,
-        steps=config.pick(smoke=30, cpu=1500, gpu=20_000),
+        steps=config.pick(smoke=30, cpu=1350, gpu=20_000),
         batch=config.pick(smoke=16, cpu=64, gpu=128),
         lr=2e-3,
         warmup=config.pick(smoke=5, cpu=100, gpu=500),
@@ -222,7 +222,7 @@ def upsampler_config(**overrides) -> dict:
         out_res=config.pick(smoke=16, cpu=32, gpu=64),
         coords=False,  # crops: the low-resolution image says where things are
         p_empty=0.1,
-        steps=config.pick(smoke=20, cpu=600, gpu=10_000),
+        steps=config.pick(smoke=20, cpu=300, gpu=10_000),
         low_res_noise=0.05,
     )
     cfg.update(overrides)
@@ -281,7 +281,7 @@ def inpainter_config(**overrides) -> dict:
     cfg = dict(
         base=base_config(),
         seed=4,
-        steps=config.pick(smoke=20, cpu=500, gpu=5_000),
+        steps=config.pick(smoke=20, cpu=250, gpu=5_000),
         lr=1e-3,
         warmup=config.pick(smoke=5, cpu=50, gpu=200),
         ema=config.pick(smoke=None, cpu=0.99, gpu=0.999),
@@ -496,7 +496,7 @@ def noised_clip_config(**overrides) -> dict:
         embed=config.pick(smoke=32, cpu=64, gpu=128),
         T=config.pick(smoke=100, cpu=500, gpu=1000),
         schedule="cosine",
-        steps=config.pick(smoke=30, cpu=600, gpu=4000),
+        steps=config.pick(smoke=30, cpu=350, gpu=4000),
         batch=config.pick(smoke=16, cpu=128, gpu=256),
         lr=2e-3,
         warmup=config.pick(smoke=5, cpu=50, gpu=200),

@@ -112,7 +112,7 @@ def decoder_config(**overrides) -> dict:
         embed=clip.default_config()["embed"],
         p_empty=0.5,  # the caption, dropped half the time
         p_drop_embed=0.1,  # the image embedding, dropped (zeroed) 10% of the time
-        steps=config.pick(smoke=30, cpu=1200, gpu=20_000),
+        steps=config.pick(smoke=30, cpu=1100, gpu=20_000),
     )
     cfg.update(overrides)
     return cfg
@@ -207,7 +207,7 @@ def upsampler_config(**overrides) -> dict:
     """GLIDE's upsampler without the caption (always empty), its low-resolution input blurred
     by a Gaussian of random width up to `blur` pixels (unCLIP's first upsampler)."""
     cfg = glide.upsampler_config(
-        seed=6, p_empty=1.0, low_res_noise=0.0, blur=0.8, steps=config.pick(30, 400, 10_000)
+        seed=6, p_empty=1.0, low_res_noise=0.0, blur=0.8, steps=config.pick(30, 220, 10_000)
     )
     cfg.update(overrides)
     return cfg
@@ -285,7 +285,7 @@ def prior_config(**overrides) -> dict:
         T=config.pick(smoke=100, cpu=1000, gpu=1000),
         schedule="cosine",
         p_drop=0.1,  # caption and z_t dropped together: the null condition of CFG
-        steps=config.pick(smoke=30, cpu=1000, gpu=10_000),
+        steps=config.pick(smoke=30, cpu=650, gpu=10_000),
         batch=config.pick(smoke=16, cpu=128, gpu=256),
         lr=1e-3,
         warmup=config.pick(smoke=5, cpu=100, gpu=500),
