@@ -136,7 +136,7 @@ def base_config(**overrides) -> dict:
         T=config.pick(smoke=100, cpu=500, gpu=1000),
         schedule="cosine",
         prediction="eps",
-        min_snr=None,
+        min_snr=5.0,  # Min-SNR-gamma weighting (Hang et al. 2023), as notebook 05's model
         steps=config.pick(smoke=30, cpu=1350, gpu=20_000),
         batch=config.pick(smoke=16, cpu=64, gpu=128),
         lr=2e-3,
@@ -186,7 +186,8 @@ def _batches(cfg: dict, dev, res_list):
 
 
 def train_base(model: Text2Im, cfg: dict, path=None, **fit_kwargs):
-    """Fit eps(x_t, t, caption) with L_simple (fp32: see label_diffusion.train_model)."""
+    """Fit eps(x_t, t, caption) with L_simple, Min-SNR weighted where cfg["min_snr"] is set (fp32:
+    see label_diffusion.train_model)."""
     diffusion = diffusion_of(cfg)
 
     def loss_fn(m, batch):

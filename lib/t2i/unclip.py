@@ -112,6 +112,7 @@ def decoder_config(**overrides) -> dict:
         embed=clip.default_config()["embed"],
         p_empty=0.5,  # the caption, dropped half the time
         p_drop_embed=0.1,  # the image embedding, dropped (zeroed) 10% of the time
+        min_snr=None,  # unweighted: GLIDE's Min-SNR weighting is not measured on the decoder
         steps=config.pick(smoke=30, cpu=1100, gpu=20_000),
     )
     cfg.update(overrides)
