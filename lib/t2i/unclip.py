@@ -113,7 +113,7 @@ def decoder_config(**overrides) -> dict:
         p_empty=0.5,  # the caption, dropped half the time
         p_drop_embed=0.1,  # the image embedding, dropped (zeroed) 10% of the time
         min_snr=None,  # unweighted: GLIDE's Min-SNR weighting is not measured on the decoder
-        steps=config.pick(smoke=30, cpu=1100, gpu=20_000),
+        steps=config.pick(smoke=30, cpu=1200, gpu=20_000),
     )
     cfg.update(overrides)
     return cfg
@@ -286,7 +286,7 @@ def prior_config(**overrides) -> dict:
         T=config.pick(smoke=100, cpu=1000, gpu=1000),
         schedule="cosine",
         p_drop=0.1,  # caption and z_t dropped together: the null condition of CFG
-        steps=config.pick(smoke=30, cpu=650, gpu=10_000),
+        steps=config.pick(smoke=30, cpu=1000, gpu=10_000),
         batch=config.pick(smoke=16, cpu=128, gpu=256),
         lr=1e-3,
         warmup=config.pick(smoke=5, cpu=100, gpu=500),
@@ -493,6 +493,7 @@ def ar_prior_config(**overrides) -> dict:
         variance=0.99,  # components kept: this fraction of the variance (the paper's 319)
         buckets=config.pick(smoke=8, cpu=32, gpu=64),
         dot_buckets=16,
+        steps=config.pick(smoke=30, cpu=400, gpu=10_000),  # fewer than the diffusion prior: time
     )
     cfg.update(overrides)
     return cfg
