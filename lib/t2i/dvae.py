@@ -194,9 +194,10 @@ def cli_train(args):
 def cli_sample(args):
     model = get_dvae()
     data = autoencoder.held_out_renders(args.n, seed=args.seed)
-    rec = model(data.tensor())
-    plot.save_pngs(rec, args.out, "dvae")
-    print(f"{len(rec)} reconstructions in {args.out}")
+    paths = plot.save_batches(
+        lambda start, n: model(data.tensor(slice(start, start + n))), args.n, args.out, "dvae"
+    )
+    print(f"{len(paths)} reconstructions in {args.out}")
 
 
 def cli_evaluate(args):

@@ -647,23 +647,27 @@ def add_cli_arguments(command, parser):
 def cli_sample(args):
     model, diffusion = load_base()
     noised_clip = load_noised_clip() if args.guidance == "clip" else None
-    prompts = [args.prompt] * args.n
-    x = sample(
-        model,
-        diffusion,
-        prompts,
-        args.guidance,
-        args.scale,
-        args.steps,
-        seed=args.seed,
-        noised_clip=noised_clip,
-    )
-    if args.upsample:
-        upsampler, up_diffusion = load_upsampler()
-        x = upsample(upsampler, up_diffusion, x, prompts, steps=args.steps, seed=args.seed)
+    upsampler = load_upsampler() if args.upsample else None
+
+    def draw(start, n):  # seed + start: n <= 256 gives what one call gives
+        prompts, seed = [args.prompt] * n, args.seed + start
+        x = sample(
+            model,
+            diffusion,
+            prompts,
+            args.guidance,
+            args.scale,
+            args.steps,
+            seed=seed,
+            noised_clip=noised_clip,
+        )
+        if upsampler is not None:
+            x = upsample(*upsampler, x, prompts, steps=args.steps, seed=seed)
+        return x
+
     name = TOKENIZER.decode(TOKENIZER.encode(args.prompt)).replace(",", "").replace(" ", "_")
-    plot.save_pngs(x, args.out, name or "empty")
-    print(f"{len(x)} samples of {args.prompt!r} ({x.shape[-1]}x{x.shape[-1]}) in {args.out}/")
+    paths = plot.save_batches(draw, args.n, args.out, name or "empty")
+    print(f"{len(paths)} samples of {args.prompt!r} in {args.out}/")
 
 
 def cli_evaluate(args):

@@ -719,12 +719,15 @@ def add_cli_arguments(command, parser):
 
 
 def cli_sample(args):
-    x = generate([args.prompt] * args.n, args.prior, seed=args.seed)
-    if args.upsample:
-        x = upsample(*load_upsampler(), x, seed=args.seed)
+    upsampler = load_upsampler() if args.upsample else None
+
+    def draw(start, n):  # seed + start: n <= 256 gives what one call gives
+        x = generate([args.prompt] * n, args.prior, seed=args.seed + start)
+        return x if upsampler is None else upsample(*upsampler, x, seed=args.seed + start)
+
     name = TOKENIZER.decode(TOKENIZER.encode(args.prompt)).replace(",", "").replace(" ", "_")
-    plot.save_pngs(x, args.out, name or "empty")
-    print(f"{len(x)} samples of {args.prompt!r} ({x.shape[-1]}x{x.shape[-1]}) in {args.out}/")
+    paths = plot.save_batches(draw, args.n, args.out, name or "empty")
+    print(f"{len(paths)} samples of {args.prompt!r} in {args.out}/")
 
 
 def cli_vary(args):
