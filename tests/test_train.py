@@ -27,13 +27,16 @@ def mse(model, batch):
     return torch.nn.functional.mse_loss(model(x), y)
 
 
-def test_loss_falls_on_a_tiny_regression():
+def test_loss_falls_on_a_tiny_regression(capsys):
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 1)
-    hist = train.fit(model, mse, batch_fn, steps=300, lr=0.05, warmup=10, amp=False)
+    hist = train.fit(model, mse, batch_fn, steps=300, lr=0.05, warmup=10, amp=False, desc="toy")
     assert hist.done and len(hist.loss) == 300
     assert sum(hist.loss[-20:]) / 20 < 0.01 * sum(hist.loss[:20]) / 20
     assert torch.allclose(model.weight, W_TRUE, atol=0.05)
+    # the text line that a saved notebook keeps after its progress bar
+    last = sum(hist.loss[-50:]) / 50
+    assert f"toy: done, 300/300 steps, loss {last:.4f}, " in capsys.readouterr().out
 
 
 def test_lr_schedule_hand_values():

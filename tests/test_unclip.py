@@ -3,10 +3,11 @@ mask, best-of-n, and DDIM inversion through the decoder's interface."""
 
 import math
 
+import pytest
 import torch
 import torch.nn as nn
 
-from t2i import unclip
+from t2i import glide, unclip
 from t2i.diffusion import GaussianDiffusion
 
 PRIOR = unclip.prior_config(d=32, layers=2, heads=4, embed=16)
@@ -133,3 +134,31 @@ def test_ddim_inversion_then_eta_zero_decoding_gives_the_image_back():
     # not a model that returns the image whatever the noise: another x_T gives another image
     other = unclip.decode(decoder, diffusion, z, None, 1.0, 100, 0.0, x_T=torch.randn_like(x_T))
     assert (other - x).abs().mean() > 0.2
+
+
+def test_the_decoder_starts_as_glide_and_reads_the_embedding_only_after_training(monkeypatch):
+    arch = dict(res=8, ch=8, mults=[1, 2], attn_res=[4], text_width=16, text_layers=1, heads=2)
+    base_cfg = glide.base_config(**arch)
+    torch.manual_seed(0)
+    base = glide.Text2Im(base_cfg)
+    with torch.no_grad():  # as if trained: no zero-initialized output layer left
+        for p in base.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    monkeypatch.setattr(glide, "load_base", lambda cfg: (base, None))
+    decoder = unclip.build_decoder(unclip.decoder_config(**arch, embed=16, init=base_cfg))
+    state = decoder.state_dict()
+    for name, value in base.state_dict().items():
+        assert torch.equal(state[name], value), name
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([10, 300])
+    tok = unclip.TOKENIZER(["a red circle", "a blue square"])
+    z1, z2 = torch.randn(2, 16), torch.randn(2, 16)
+    with torch.no_grad():
+        assert torch.equal(decoder(x, t, tok, z1), decoder(x, t, tok, z2))
+    # a gradient step on the zeroed projections makes z matter
+    loss = (decoder(x, t, tok, z1) - x).square().mean()
+    loss.backward()
+    assert decoder.image_cond.weight.grad.abs().sum() > 0
+    assert decoder.image_tokens.weight.grad.abs().sum() > 0
+    # a base of another shape is refused, not half-loaded
+    with pytest.raises(ValueError, match="does not fit"):
+        unclip.build_decoder(unclip.decoder_config(**{**arch, "ch": 16}, embed=16, init=base_cfg))

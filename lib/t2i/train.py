@@ -171,6 +171,9 @@ def fit(
         if plot is not None:
             plot.update(hist.loss, force=True)
     hist.seconds = time.perf_counter() - t0
+    if hist.done:  # a text line that outlives the bar (a saved notebook may not show its widget)
+        loss_note = f", loss {_smooth(hist.loss):.4f}" if hist.loss else ""
+        print(f"{desc}: done, {done}/{steps} steps{loss_note}, {hist.seconds:.0f} s")
     model.eval()
     if path is not None:
         checkpoint.save(

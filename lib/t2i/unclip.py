@@ -113,10 +113,28 @@ def decoder_config(**overrides) -> dict:
         p_empty=0.5,  # the caption, dropped half the time
         p_drop_embed=0.1,  # the image embedding, dropped (zeroed) 10% of the time
         min_snr=None,  # unweighted: GLIDE's Min-SNR weighting is not measured on the decoder
-        steps=config.pick(smoke=30, cpu=1200, gpu=20_000),
+        init=glide.base_config(),  # starts as notebook 06's GLIDE base model; None: from scratch
+        steps=config.pick(smoke=30, cpu=600, gpu=10_000),
     )
     cfg.update(overrides)
     return cfg
+
+
+def build_decoder(cfg: dict) -> Decoder:
+    """A Decoder that starts as GLIDE's base model of configuration cfg["init"] (where it is set):
+    the U-Net and text encoder copied, the two image-embedding projections at zero, so that the
+    decoder begins as the text-to-image model and learns what the embedding adds."""
+    model = Decoder(cfg)
+    if cfg.get("init"):
+        base, _ = glide.load_base(cfg["init"])
+        state = {**model.state_dict(), **base.state_dict()}  # all but the new projections
+        why = checkpoint.mismatch(model, state)
+        if why:
+            raise ValueError(f"the GLIDE base of cfg['init'] does not fit the decoder: {why}")
+        model.load_state_dict(state)
+        for p in [*model.image_cond.parameters(), *model.image_tokens.parameters()]:
+            nn.init.zeros_(p)
+    return model
 
 
 def train_decoder(model: Decoder, cfg: dict, path=None, **fit_kwargs):
@@ -143,7 +161,7 @@ def train_decoder(model: Decoder, cfg: dict, path=None, **fit_kwargs):
 
 def load_decoder(cfg: dict | None = None, retrain: bool = False):
     cfg = cfg or decoder_config()
-    model = checkpoint.load_or_train("unclip_decoder", cfg, Decoder, train_decoder, retrain)
+    model = checkpoint.load_or_train("unclip_decoder", cfg, build_decoder, train_decoder, retrain)
     return model, glide.diffusion_of(cfg)
 
 
@@ -208,16 +226,29 @@ def upsampler_config(**overrides) -> dict:
     """GLIDE's upsampler without the caption (always empty), its low-resolution input blurred
     by a Gaussian of random width up to `blur` pixels (unCLIP's first upsampler)."""
     cfg = glide.upsampler_config(
-        seed=6, p_empty=1.0, low_res_noise=0.0, blur=0.8, steps=config.pick(30, 220, 10_000)
+        seed=6,
+        p_empty=1.0,
+        low_res_noise=0.0,
+        blur=0.8,
+        init=glide.upsampler_config(),  # starts as notebook 06's upsampler; None: from scratch
+        steps=config.pick(smoke=20, cpu=100, gpu=5_000),
     )
     cfg.update(overrides)
     return cfg
 
 
+def build_upsampler(cfg: dict) -> glide.Upsampler:
+    """GLIDE's upsampler, starting from notebook 06's trained one (cfg["init"]) where it is set."""
+    model = glide.build_upsampler(cfg)
+    if cfg.get("init"):
+        model.load_state_dict(glide.load_upsampler(cfg["init"])[0].state_dict())
+    return model
+
+
 def load_upsampler(cfg: dict | None = None, retrain: bool = False):
     cfg = cfg or upsampler_config()
     model = checkpoint.load_or_train(
-        "unclip_upsampler", cfg, glide.build_upsampler, glide.train_upsampler, retrain
+        "unclip_upsampler", cfg, build_upsampler, glide.train_upsampler, retrain
     )
     return model, glide.diffusion_of(cfg)
 
