@@ -8,14 +8,16 @@ here sees them scaled by sqrt(dim), so that each component has about unit varian
 DALLE2-pytorch's `image_embed_scale`).
   - `Decoder`: GLIDE's caption U-Net (`glide.Text2Im`) with z_i projected and added to the time
     embedding, and projected into 4 extra context tokens (paper sec. 2.1); z_i dropped 10% and
-    the caption 50% of the time, for classifier-free guidance on both.
+    the caption 50% of the time, for classifier-free guidance on both. It starts as notebook
+    06's GLIDE base model (`build_decoder`), where the paper trains it from scratch.
   - `DiffusionPrior`: a causal transformer over [caption tokens, z_t, timestep, noised z_i,
     query] whose query output predicts the clean z_i (sec. 2.2); 2 samples per caption, the one
     with the higher z_t . z_i kept.
   - `ARPrior`: z_i reduced by PCA, each component quantized into buckets, the codes predicted one
     by one by a causal transformer after the caption, z_t and a token for the quantized z_t . z_i
     (sampled from the upper half at generation, sec. 2.2).
-  - The upsampler is GLIDE's, trained on blurred low-resolution inputs (sec. C).
+  - The upsampler is notebook 06's GLIDE upsampler, fine-tuned on blurred low-resolution inputs
+    without the caption (sec. C).
 The manipulations of sec. 3 live here too: variations (DDIM inversion, then decoding with eta),
 `slerp` interpolation, text diffs, PCA reconstructions.
 """
@@ -130,7 +132,10 @@ def build_decoder(cfg: dict) -> Decoder:
         state = {**model.state_dict(), **base.state_dict()}  # all but the new projections
         why = checkpoint.mismatch(model, state)
         if why:
-            raise ValueError(f"the GLIDE base of cfg['init'] does not fit the decoder: {why}")
+            raise ValueError(
+                f"the GLIDE base of cfg['init'] does not fit the decoder ({why}): give it the "
+                "decoder's shape, or init=None to train from scratch"
+            )
         model.load_state_dict(state)
         for p in [*model.image_cond.parameters(), *model.image_tokens.parameters()]:
             nn.init.zeros_(p)
