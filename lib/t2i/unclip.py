@@ -116,7 +116,7 @@ def decoder_config(**overrides) -> dict:
         p_drop_embed=0.1,  # the image embedding, dropped (zeroed) 10% of the time
         min_snr=None,  # unweighted: GLIDE's Min-SNR weighting is not measured on the decoder
         init=glide.base_config(),  # starts as notebook 06's GLIDE base model; None: from scratch
-        steps=config.pick(smoke=30, cpu=600, gpu=10_000),
+        steps=config.pick(smoke=30, cpu=800, gpu=10_000),
     )
     cfg.update(overrides)
     return cfg
