@@ -116,7 +116,7 @@ def decoder_config(**overrides) -> dict:
         p_drop_embed=0.1,  # the image embedding, dropped (zeroed) 10% of the time
         min_snr=None,  # unweighted: GLIDE's Min-SNR weighting is not measured on the decoder
         init=glide.base_config(),  # starts as notebook 06's GLIDE base model; None: from scratch
-        steps=config.pick(smoke=30, cpu=800, gpu=10_000),
+        steps=config.pick(smoke=30, cpu=800, gpu=20_000),
     )
     cfg.update(overrides)
     return cfg
@@ -236,7 +236,7 @@ def upsampler_config(**overrides) -> dict:
         low_res_noise=0.0,
         blur=0.8,
         init=glide.upsampler_config(),  # starts as notebook 06's upsampler; None: from scratch
-        steps=config.pick(smoke=20, cpu=100, gpu=5_000),
+        steps=config.pick(smoke=20, cpu=100, gpu=10_000),
     )
     cfg.update(overrides)
     return cfg
