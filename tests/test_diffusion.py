@@ -207,6 +207,13 @@ def test_cfg_at_scale_one_is_the_conditional_prediction_and_zero_the_uncondition
         assert torch.allclose(guided(0.0), uncond, atol=1e-5)
         w3 = guided(3.0)
         assert torch.allclose(w3, uncond + 3 * (cond - uncond), atol=1e-4)
+    # At scales 1 and 0 only the prediction that counts is computed: a batch of 3, not 6.
+    sizes = []
+    counted = lambda x, t, y: sizes.append(len(x)) or m(x, t, y)  # noqa: E731
+    with torch.no_grad():
+        for s in (1.0, 0.0, 3.0):
+            classifier_free(counted, s, dict(y=y), null)(x, t)
+    assert sizes == [3, 3, 6]
 
 
 def test_min_snr_weights_match_hang_et_al():
@@ -217,6 +224,19 @@ def test_min_snr_weights_match_hang_et_al():
         d.abar = np.array([20 / 21, 0.5 / 1.5] + [0.5] * 98)
         w = d.min_snr_weight(torch.tensor([0, 1]), 5.0)
         assert w.tolist() == pytest.approx([hi, lo], rel=1e-5), pred
+
+
+def test_loss_where_counts_only_the_marked_entries():
+    # A model exact on the left half and predicting zeros on the right: loss 0 over the left,
+    # E[eps^2] = 1 over the right, and their mean 1/2 over all.
+    d = GaussianDiffusion(100)
+    x0, noise = torch.randn(256, 3, 4, 4), torch.randn(256, 3, 4, 4)
+    left = torch.zeros(256, 1, 4, 4)
+    left[..., :2] = 1
+    half = lambda xt, t: noise * left  # noqa: E731
+    assert d.loss(half, x0, noise=noise, where=left).item() == 0.0
+    assert d.loss(half, x0, noise=noise, where=1 - left).item() == pytest.approx(1.0, abs=0.05)
+    assert d.loss(half, x0, noise=noise).item() == pytest.approx(0.5, abs=0.03)
 
 
 def test_loss_averages_over_every_non_batch_dimension_of_vectors():

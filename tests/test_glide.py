@@ -107,6 +107,30 @@ def test_random_masks_mix_rectangles_and_blobs():
     assert all(len(set(v[v > 0].tolist())) == 1 for v in rows)
 
 
+def test_square_masks_erase_the_square_around_each_centre():
+    # A centre (0.5, 0.25) of a 16-pixel side is pixel (8, 4); half-side 3 erases x in 5..10 and
+    # y in 1..6 (pixel centres within 3 of it): 6 x 6 pixels, all known elsewhere.
+    m = glide.square_masks(torch.tensor([[0.5, 0.25]]), torch.tensor([3.0]), 16)
+    assert m.shape == (1, 1, 16, 16)
+    erased = (m[0, 0] == 0).nonzero()
+    assert erased[:, 0].unique().tolist() == list(range(1, 7))
+    assert erased[:, 1].unique().tolist() == list(range(5, 11))
+    assert len(erased) == 36
+
+
+def test_inpainter_batches_give_a_centre_of_an_object_of_each_scene():
+    cfg = dict(CFG, n_train=64, batch=16)
+    s, _ = glide.captioned_scenes(
+        64, cfg["seed"], cfg["p_partial"], cfg["counts"], cfg["count_probs"]
+    )
+    x, tok, centres = glide._batches(cfg, torch.device("cpu"), [8], centres=True)(
+        0, torch.Generator().manual_seed(0)
+    )
+    assert centres.shape == (16, 2) and x.shape == (16, 3, 8, 8)
+    known = {(round(float(a), 4), round(float(b), 4)) for a, b in zip(s.cx.ravel(), s.cy.ravel())}
+    assert all((round(float(a), 4), round(float(b), 4)) in known for a, b in centres)
+
+
 def test_a_short_training_run_lowers_the_loss():
     cfg = dict(CFG, n_train=256, steps=40, batch=32, T=50, warmup=2, ema=None)
     m = glide.Text2Im(cfg)

@@ -129,9 +129,10 @@ class GaussianDiffusion:
             eps = (xt - a * x0) / s
         return eps, x0
 
-    def loss(self, model, x0, t=None, noise=None, min_snr: float | None = None, **cond):
+    def loss(self, model, x0, t=None, noise=None, min_snr: float | None = None, where=None, **cond):
         """Mean squared error against the target (DDPM eq. 14, L_simple), averaged over every
-        non-batch dimension (pixels, or an embedding's entries). `cond` goes to the model.
+        non-batch dimension (pixels, or an embedding's entries), or over the entries where
+        `where` (broadcast to x0) is 1 only. `cond` goes to the model.
 
         With min_snr = gamma, each timestep's loss is weighted as if it were an x0-loss weighted
         by min(SNR, gamma) (Hang et al. 2023, "Min-SNR weighting", eq. 6-8): the eps-loss by
@@ -142,7 +143,11 @@ class GaussianDiffusion:
         noise = torch.randn_like(x0) if noise is None else noise
         out = model(self.q_sample(x0, t, noise), t, **cond)
         err = F.mse_loss(out.float(), self.target(x0, noise, t), reduction="none")
-        per = err.flatten(1).mean(1)
+        if where is None:
+            per = err.flatten(1).mean(1)
+        else:
+            where = where.expand_as(err)
+            per = (err * where).flatten(1).sum(1) / where.flatten(1).sum(1).clamp(min=1)
         if min_snr is not None:
             per = per * self.min_snr_weight(t, min_snr).to(x0.device)
         return per.mean()
@@ -272,9 +277,12 @@ def classifier_free(model, scale: float, cond: dict, uncond: dict):
     keyword arguments: a label and the null label (05), caption tokens and the empty caption
     (06), embeddings and zeros (07); an input both share (a low-resolution image) goes in both.
     scale = 1 is the plain conditional model; the mix is linear, so it is the same in eps, x0 or
-    v. One batched call computes both."""
+    v. One batched call computes both; at scale 1 or 0 only the one that counts is computed."""
     if set(cond) != set(uncond):
         raise ValueError(f"cond and uncond name different inputs: {set(cond)} vs {set(uncond)}")
+    if scale in (0, 1):
+        only = cond if scale == 1 else uncond
+        return lambda x, t: model(x, t, **only).float()
 
     def guided(x, t):
         both = {k: torch.cat([cond[k], uncond[k]]) for k in cond}

@@ -167,20 +167,27 @@ def captioned_scenes(n: int, seed: int, p_partial: float, counts=(1, 2), count_p
     return s, captions
 
 
-def _batches(cfg: dict, dev, res_list):
+def _batches(cfg: dict, dev, res_list, centres: bool = False):
     """batch_fn giving (images at each res in res_list..., tokens) with captions emptied at
-    rate p_empty."""
+    rate p_empty; with centres=True also (B, 2), the centre (x, y) of one object of each
+    scene, drawn at random."""
     s, captions = captioned_scenes(
         cfg["n_train"], cfg["seed"], cfg["p_partial"], cfg["counts"], cfg["count_probs"]
     )
     images = [shapes.render_tensor(s, r) for r in res_list]
     tokens, empty = TOKENIZER(captions), TOKENIZER(EMPTY)[0]
+    xy = torch.from_numpy(np.stack([s.cx, s.cy], -1)).float()  # (n, 3, 2)
+    count = torch.from_numpy(s.count)
 
     def batch_fn(step, gen):
         idx = torch.randint(0, len(tokens), (cfg["batch"],), generator=gen)
         tok = tokens[idx].clone()
         tok[torch.rand(len(idx), generator=gen) < cfg["p_empty"]] = empty
-        return [x[idx].to(dev) for x in images] + [tok.to(dev)]
+        batch = [x[idx].to(dev) for x in images] + [tok.to(dev)]
+        if centres:
+            j = (torch.rand(len(idx), generator=gen) * count[idx]).long()
+            batch.append(xy[idx, j].to(dev))
+        return batch
 
     return batch_fn
 
@@ -278,10 +285,18 @@ def load_upsampler(cfg: dict | None = None, retrain: bool = False):
 
 
 def inpainter_config(**overrides) -> dict:
-    """The inpainting model: the base model's weights, fine-tuned with random regions erased."""
+    """The inpainting model: the base model's weights, fine-tuned with random regions erased,
+    and with a share p_object of the masks a square erasing one whole object (what a user
+    erases to have it redrawn: the random masks rarely take a whole object away). With
+    erased_only, the loss counts the erased pixels only: the known ones are the model's input,
+    and the result keeps them anyway. In notebook 06's test (96 scenes, cpu profile), random
+    masks alone put the object back in 0.135 of them, these three changes in 0.208."""
     cfg = dict(
         base=base_config(),
         seed=4,
+        p_object=0.5,
+        erased_only=True,
+        min_snr=5.0,  # as the base model
         steps=config.pick(smoke=20, cpu=250, gpu=5_000),
         lr=1e-3,
         warmup=config.pick(smoke=5, cpu=50, gpu=200),
@@ -310,6 +325,16 @@ def random_masks(n: int, res: int, gen: torch.Generator) -> torch.Tensor:
     return (~erased).float()[:, None]
 
 
+def square_masks(centres: torch.Tensor, half: torch.Tensor, res: int) -> torch.Tensor:
+    """(n, 1, res, res) masks erasing a square of half-side half[i] (pixels) around each centre
+    (x, y), given as fractions of the side."""
+    grid = torch.arange(res) + 0.5
+    cx, cy = (centres[:, None, None, k] * res for k in (0, 1))
+    h = half.float()[:, None, None]
+    erased = ((grid[None, None, :] - cx).abs() < h) & ((grid[None, :, None] - cy).abs() < h)
+    return (~erased).float()[:, None]
+
+
 def build_inpainter(cfg: dict) -> Inpainter:
     """An Inpainter that starts as the base model: its weights copied, the 4 new input channels
     starting at zero (so it begins by ignoring them, as GLIDE's fine-tuning does). The input
@@ -331,14 +356,22 @@ def train_inpainter(model: Inpainter, cfg: dict, path=None, **fit_kwargs):
     mask_gen = torch.Generator().manual_seed(cfg["seed"])
 
     def loss_fn(m, batch):
-        x, tok = batch
-        mask = random_masks(len(x), x.shape[-1], mask_gen).to(dev)
-        return diffusion.loss(m, x, tokens=tok, image=x, mask=mask)
+        x, tok, centres = batch
+        res = x.shape[-1]
+        mask = random_masks(len(x), res, mask_gen)
+        whole = torch.rand(len(x), generator=mask_gen) < cfg["p_object"]
+        half = res * (0.15 + 0.15 * torch.rand(len(x), generator=mask_gen))
+        mask[whole] = square_masks(centres[whole].cpu(), half[whole], res)
+        mask = mask.to(dev)
+        where = 1 - mask if cfg["erased_only"] else None
+        return diffusion.loss(
+            m, x, min_snr=cfg["min_snr"], where=where, tokens=tok, image=x, mask=mask
+        )
 
     return train.fit_config(
         model,
         loss_fn,
-        _batches({**base, "seed": cfg["seed"]}, dev, [base["res"]]),
+        _batches({**base, "seed": cfg["seed"]}, dev, [base["res"]], centres=True),
         path=path,
         cfg=cfg,
         desc="GLIDE inpainting",
@@ -577,11 +610,8 @@ def inpaint_task(n: int, res: int, seed: int = 77):
     (images, masks (1 = known), full captions, scenes). A success puts the erased object back."""
     s = shapes.sample_scenes(n, seed=seed, split="test", counts=(2,))
     images = shapes.render_tensor(s, res)
-    masks = torch.ones(n, 1, res, res)
-    half = round(res * 0.2)
-    for i in range(n):
-        cx, cy = round(s.cx[i, 1] * res), round(s.cy[i, 1] * res)
-        masks[i, :, max(cy - half, 0) : cy + half, max(cx - half, 0) : cx + half] = 0
+    centres = torch.from_numpy(np.stack([s.cx[:, 1], s.cy[:, 1]], 1)).float()
+    masks = square_masks((centres * res).round() / res, torch.full((n,), round(res * 0.2)), res)
     return images, masks, shapes.caption(s, seed=seed), s
 
 

@@ -80,7 +80,7 @@ def model_config(**overrides) -> dict:
         prediction="eps",
         min_snr=5.0,  # Min-SNR-gamma loss weighting (Hang et al. 2023), gamma = 5
         p_null=0.15,
-        steps=config.pick(smoke=30, cpu=700, gpu=20_000),
+        steps=config.pick(smoke=30, cpu=550, gpu=20_000),
         batch=config.pick(smoke=16, cpu=64, gpu=128),
         lr=2e-3,
         warmup=config.pick(smoke=5, cpu=100, gpu=500),
