@@ -85,3 +85,31 @@ def test_code_in_a_checkpoint_is_refused(data_dir):
     torch.save({"model": {}, "x": warnings.catch_warnings}, path)  # a class, not plain data
     with pytest.warns(UserWarning, match="could not be read"):
         assert checkpoint.load(path) is None
+
+
+def test_a_model_built_on_another_is_the_same_whether_that_one_was_cached_or_trained(data_dir):
+    # The outer model's build loads an inner one (as unCLIP's decoder loads GLIDE's base) and
+    # then initialises a layer of its own from the random state: training the inner one on the
+    # way (which draws random numbers) must not change that layer.
+    def train_inner(model, cfg, path):
+        torch.randn(1000)  # training draws
+        checkpoint.save(path, {"config": cfg, "model": model.state_dict(), "done": True})
+
+    def build_outer(cfg):
+        inner = checkpoint.load_or_train("inner", {"width": 3, "seed": 1}, build, train_inner)
+        return torch.nn.Sequential(inner, torch.nn.Linear(1, 2))
+
+    def train_outer(model, cfg, path):
+        checkpoint.save(path, {"config": cfg, "model": model.state_dict(), "done": True})
+
+    outer_cfg = {"seed": 2}
+    trained_on_the_way = checkpoint.load_or_train("outer", outer_cfg, build_outer, train_outer)
+    checkpoint.path_for("outer", outer_cfg).unlink()  # the inner one stays cached
+    inner_cached = checkpoint.load_or_train("outer", outer_cfg, build_outer, train_outer)
+    assert torch.equal(trained_on_the_way[1].weight, inner_cached[1].weight)
+    # ... and the caller's random state is left as it was.
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    checkpoint.load_or_train("outer", outer_cfg, build_outer, train_outer)
+    assert torch.equal(torch.rand(3), expected)

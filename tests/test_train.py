@@ -264,3 +264,20 @@ def test_sigterm_saves_like_ctrl_c_and_the_old_handler_comes_back(data_dir):
         assert caught == [True]  # the handler from before fit is back
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_the_weights_depend_on_the_seed_not_on_what_ran_before():
+    # The loss draws timesteps and noise from torch's global generator: fit seeds it, so a
+    # draw made before fit (another model trained in the same process) changes nothing.
+    runs = []
+    for before in (0, 1000):
+        torch.manual_seed(0)
+        model = _Denoiser()
+        torch.rand(before)
+        kw = dict(steps=8, lr=0.05, warmup=2, amp=False, live_plot=False)
+        runs.append((train.fit(model, _diffusion_loss, _images, seed=3, **kw).loss, model))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(*(m.state_dict().values() for _, m in runs)))
+    torch.manual_seed(0)
+    other = train.fit(_Denoiser(), _diffusion_loss, _images, seed=4, **kw).loss
+    assert other != runs[0][0]

@@ -89,7 +89,15 @@ def load_or_train(
     there, else built (seeded by cfg["seed"]) and trained by `train(model, cfg, path)`, which
     writes the checkpoint (see `t2i.train.fit`). An interrupted run resumes where it stopped.
     The model comes back in eval mode on the course's device.
+    The random state of the caller is the same afterwards as before: a model whose `build`
+    loads another (unCLIP's decoder starts from GLIDE's base) is initialised the same whether
+    that one came from the cache or was trained on the way.
     """
+    with config.random_state_kept():
+        return _load_or_train(name, cfg, build, train, retrain)
+
+
+def _load_or_train(name, cfg, build, train, retrain):
     path = path_for(name, cfg)
     config.seed_everything(cfg.get("seed", 0))
     model = build(cfg).to(config.device())

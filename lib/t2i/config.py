@@ -109,6 +109,21 @@ def autocast(dev: torch.device, enabled: bool = True):
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def random_state_kept():
+    """Run the block, then put Python's, numpy's and torch's random states back as they were."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, numpy and torch."""
     random.seed(seed)

@@ -77,7 +77,9 @@ def fit(
 
     loss_fn(model, batch) returns the loss, or (loss, {name: value}) to log more numbers.
     batch_fn(step, generator) returns a batch on the model's device; drawing it from the given
-    generator keeps data order reproducible for a seed (and across a resume).
+    generator keeps data order reproducible for a seed (and across a resume). torch's global
+    generator, which the losses draw from, is seeded with `seed` too: the weights depend on the
+    seed alone, not on what ran before in the process.
     With `path`, a checkpoint {config, model, ema, optimizer, random state, step, history, done}
     is written at the end (or on interrupt) and an unfinished one found there is resumed. An
     interrupt (Ctrl-C, a notebook's stop button, SIGTERM) saves, then propagates: nothing goes
@@ -101,6 +103,7 @@ def fit(
     )
     ema_model = copy.deepcopy(model).eval().requires_grad_(False) if ema else None
     gen = torch.Generator(device="cpu").manual_seed(seed)
+    torch.manual_seed(seed)  # the losses' draws (timesteps, noise, dropout): a resume restores them
     hist, start, earlier_seconds = History(), 0, 0.0
     saved = checkpoint.load(path, cfg) if path is not None else None
     if saved is not None and not saved.get("done"):
