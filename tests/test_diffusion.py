@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from t2i import autoencoder, cli
+from t2i import autoencoder, cli, shapes
 from t2i import label_diffusion as cd
 from t2i.diffusion import (
     GaussianDiffusion,
@@ -397,3 +397,13 @@ def test_cli_train_sample_evaluate(tmp_path, capsys):
 
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(rows) == {"conditional", "cfg"} and 0 <= rows["cfg"]["color"] <= 1
+
+
+def test_labels_of_single_object_scenes_are_their_colour_shape_class():
+    s = shapes.sample_scenes(50, seed=1, split="test", counts=(1,))
+    y = cd.labels_of(s)
+    # The class list is colour-major over the three shapes: index = colour * 3 + shape.
+    assert y.tolist() == (s.color[:, 0] * 3 + s.shape[:, 0]).tolist()
+    names = zip(s.color[:3, 0], s.shape[:3, 0])
+    expected = [f"a {shapes.COLOR_NAMES[c]} {shapes.SHAPES[k]}" for c, k in names]
+    assert [cd.caption_of(int(v)) for v in y[:3]] == expected

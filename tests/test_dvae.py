@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from t2i import autoencoder, checkpoint, dvae, vqvae
@@ -106,3 +107,17 @@ def test_sigmoid_mu_is_the_median_of_the_logit_laplace_not_its_mean():
 
     source = inspect.getsource(dvae.DVAE.decode)
     assert "median" in source and "mean of the logit-Laplace" not in source
+
+
+def test_error_on_edges_finds_where_the_error_sits():
+    # A 4x4 image, left half -1 and right half +1: the step is into pixel column 2. The map
+    # covers rows and columns 1 to 3, so the edge is its column 1: 3 of its 9 pixels.
+    x = -torch.ones(1, 3, 4, 4)
+    x[..., 2:] = 1
+    assert autoencoder.edge_strength(x)[0].tolist() == [[0.0, 2.0, 0.0]] * 3
+    on_edge_error = x.clone()
+    on_edge_error[..., 1:, 2] += 0.5  # error only on the edge pixels
+    share, edge_share = autoencoder.error_on_edges(on_edge_error, x)
+    assert share == pytest.approx(3 / 9) and edge_share == pytest.approx(1.0)
+    uniform = x + 0.1
+    assert autoencoder.error_on_edges(uniform, x)[1] == pytest.approx(3 / 9)

@@ -231,3 +231,18 @@ def test_captions_read_as_the_tokenizer_splits_them():
     assert plain["shape"] and plain["all"]
     for text in ["a red circle.", "A RED CIRCLE!", "a red-circle", " a  red\tcircle "]:
         assert judge.score_each(img, [text])[0] == plain, text
+
+
+def test_fact_rate_counts_facts_not_images():
+    # Two clean renders, each caption stating 6 facts (colour, shape, size, position, count,
+    # clean). With the second caption's colour wrong, 11 of the 12 facts hold, and 1 of the 2
+    # images has all of its facts right.
+    data = shapes.make_dataset(2, res=32, seed=3, counts=(1,))
+    x = data.tensor()
+    assert judge.fact_rate(x, data.captions) == 1.0
+    second = data.captions[1]
+    colour = next(c for c in shapes.COLOR_NAMES if f" {c} " in second)
+    other = next(c for c in shapes.COLOR_NAMES if c != colour)
+    wrong = [data.captions[0], second.replace(f" {colour} ", f" {other} ")]
+    assert judge.fact_rate(x, wrong) == pytest.approx(11 / 12)
+    assert judge.score(x, wrong)["all"] == 0.5

@@ -120,3 +120,10 @@ def test_load_dataset_caches(tmp_path, monkeypatch):
     b = shapes.load_dataset(64, 16, seed=1)
     assert np.array_equal(a.images, b.images) and a.captions == b.captions
     assert np.array_equal(a.scenes.cx, b.scenes.cx, equal_nan=True)
+
+
+def test_held_out_scenes_are_found_in_the_held_out_split_and_never_in_train():
+    train = shapes.sample_scenes(2000, seed=0, split="train")
+    held = shapes.sample_scenes(200, seed=0, split="heldout")
+    assert not shapes.held_out_scenes(train).any()
+    assert shapes.held_out_scenes(held).all()

@@ -306,6 +306,14 @@ def score_each(images, captions: list[str]) -> list[dict[str, bool]]:
     return [check(reading, i, facts[c]) for i, c in enumerate(captions)]
 
 
+def fact_rate(images, captions: list[str]) -> float:
+    """Of all the facts the captions state (each image's colour, shape, size, place, ...), the
+    fraction that hold: the per-fact average that `score`'s "all" (every fact of an image) is
+    stricter than."""
+    hits = [v for row in score_each(images, captions) for k, v in row.items() if k != "all"]
+    return sum(hits) / len(hits)
+
+
 def score(images, captions: list[str] | str) -> dict:
     """The judge's table for a batch: per fact, the fraction of images where it holds (a
     `stats.Rate`, over the images whose caption states that fact, with its n and 95% interval),

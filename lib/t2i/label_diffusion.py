@@ -60,6 +60,16 @@ def label_index(label) -> int:
     return index
 
 
+def labels_of(scenes: shapes.Scenes) -> torch.Tensor:
+    """The class index of each scene's first object (single-object scenes: their class)."""
+    return torch.tensor(
+        [
+            CLASSES.index((shapes.COLOR_NAMES[c], shapes.SHAPES[s]))
+            for c, s in zip(scenes.color[:, 0], scenes.shape[:, 0])
+        ]
+    )
+
+
 def caption_of(label: int) -> str:
     color, shape = CLASSES[label]
     return f"a {color} {shape}"

@@ -142,6 +142,11 @@ def _held_out(color, shape, valid) -> np.ndarray:
     return bad
 
 
+def held_out_scenes(scenes: Scenes) -> np.ndarray:
+    """Per scene: does it hold a held-out pair or combination (none of the train split does)?"""
+    return _held_out(scenes.color, scenes.shape, scenes.color >= 0)
+
+
 def _sample_attributes(rng, n, count):
     valid = np.arange(3)[None, :] < count[:, None]
     # Distinct colours per scene: the first three of a random permutation.
