@@ -295,6 +295,14 @@ def embed_images(model: CLIP, images, batch: int = 512) -> torch.Tensor:
 
 
 @torch.no_grad()
+def search(model: CLIP, image_emb: torch.Tensor, text: str, k: int = 8):
+    """Text-to-image retrieval: (indices, cosines) of the k images, of those embedded in
+    image_emb (see `embed_images`), nearest to the text."""
+    best = (image_emb @ model.encode_text([text])[0]).topk(k)
+    return best.indices, best.values
+
+
+@torch.no_grad()
 def zero_shot(model: CLIP, images, attribute: str, templates: list[str] | None = None):
     """Predicted class index per image for an attribute, from text prompts alone (by default
     the attribute's whole template ensemble)."""
