@@ -7,13 +7,15 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 # Notebooks run at the cpu profile unless T2I_PROFILE says otherwise.
 export T2I_PROFILE ?= cpu
 
-.PHONY: course test unit lint notebooks lab strip clean
+.PHONY: course test unit lint notebooks browser lab strip clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml etc/jupyterlab-overrides.json
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e .
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp etc/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $(STAMP)
 
 # Execute every notebook headless, in order; executed copies and HTML go to build/.
@@ -27,15 +29,23 @@ course: $(STAMP)
 	done
 	$(BIN)/python -m t2i summary build/notebooks
 
-# Lint, unit tests (smoke profile), then every notebook under nbval (cpu profile).
-test: lint unit notebooks
+# Lint, unit tests (smoke profile), every notebook under nbval (cpu profile), then, where a
+# Chromium is found, the play panels in JupyterLab in a headless browser.
+CHROMIUM ?= $(or $(T2I_CHROMIUM),$(shell command -v chromium 2>/dev/null))
+test: lint unit notebooks $(if $(CHROMIUM),browser)
 
 lint: $(STAMP)
 	$(BIN)/ruff check lib tests notebooks
 	$(BIN)/ruff format --check lib tests notebooks
 
 unit: $(STAMP)
-	T2I_PROFILE=smoke $(BIN)/pytest tests -q
+	T2I_PROFILE=smoke $(BIN)/pytest tests -q --ignore=tests/browser
+
+# The play panels in JupyterLab, driven by Playwright in Chromium (after `notebooks`: the models
+# come from the cache). Screenshots: build/browser/.
+browser: $(STAMP)
+	$(BIN)/pip install --quiet -e .[browser]
+	$(BIN)/pytest tests/browser -q -s
 
 notebooks: $(STAMP)
 	$(BIN)/pytest --nbval-lax --durations=0 -q $(NOTEBOOKS)
@@ -45,7 +55,7 @@ lab: $(STAMP)
 
 # Clear outputs and execution counts before committing notebooks.
 strip: $(STAMP)
-	$(BIN)/jupyter nbconvert --clear-output --inplace $(NOTEBOOKS)
+	$(BIN)/jupyter nbconvert --clear-output --inplace $(NOTEBOOKS) tests/browser/*.ipynb
 
 clean:
 	rm -rf build

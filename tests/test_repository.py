@@ -27,6 +27,7 @@ def test_environment_yml_lists_the_same_dependencies_as_pyproject():
 def test_notebooks_are_committed_without_outputs():
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
     assert notebooks, "no notebooks found"
+    notebooks += sorted((ROOT / "tests").rglob("*.ipynb"))
     for path in notebooks:
         nb = json.loads(path.read_text())
         for cell in nb["cells"]:
