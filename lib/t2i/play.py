@@ -33,6 +33,13 @@ def _text(value: str) -> widgets.Text:
     return widgets.Text(value=value, continuous_update=False)
 
 
+def _show_judged(images, prompt: str) -> None:
+    """A row of samples of one prompt, titled with the judge's "all" (every fact right)."""
+    r = judge.score(images, [prompt] * len(images))
+    plot.show_grid(images, ncols=8, title=f"{prompt!r}: judge 'all' {r['all']:.2f}")
+    plt.show()
+
+
 def _guarded(draw):
     """Run draw; a ValueError (a word outside the vocabulary, a bad label) is printed."""
 
@@ -278,9 +285,7 @@ def panel_glide(model, diffusion, noised_clip, upsampler=None, example=None):
         )
         if upsample and upsampler is not None:
             x = glide.upsample(*upsampler, x, prompts, seed=seed)
-        r = judge.score(x, prompts)
-        plot.show_grid(x, ncols=8, title=f"{prompt!r}: judge 'all' {r['all']:.2f}")
-        plt.show()
+        _show_judged(x, prompt)
 
     return _panel(
         draw,
@@ -344,9 +349,7 @@ def panel_unclip(parts, upsampler=None, example=None):
         x = unclip.generate([prompt] * 8, prior_kind, scale, seed=seed, parts=parts)
         if upsample and upsampler is not None:
             x = unclip.upsample(*upsampler, x, seed=seed)
-        r = judge.score(x, [prompt] * 8)
-        plot.show_grid(x, ncols=8, title=f"{prompt!r}: judge 'all' {r['all']:.2f}")
-        plt.show()
+        _show_judged(x, prompt)
 
     return _panel(
         draw,
