@@ -20,8 +20,9 @@ from t2i import clip, clip_optimization, clipdraw, config, vqgan_clip, vqvae
 
 def bench_clip(budgets=(150, 300, 600)):
     cfg = clip.default_config()
-    model = clip.CLIP(cfg)
-    x, captions, pos = clip.make_pairs(cfg["batch"], 0, cfg)
+    batch = cfg["train"]["batch"]
+    model = clip.build(cfg)
+    x, captions, pos = clip.make_pairs(batch, 0, cfg["data"])
     tokens = clip.TOKENIZER(captions)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     times = []
@@ -37,15 +38,15 @@ def bench_clip(budgets=(150, 300, 600)):
     flops = machine.step_flops(lambda: clip.contrastive_loss(model(x, tokens), pos).backward())
     cols = machine.peak_columns(flops, ms, machine.gemm_peak())
     print(
-        f"CLIP batch {cfg['batch']}: {ms:.0f} ms/step, {cfg['batch'] / ms * 1000:.0f} pairs/s, "
+        f"CLIP batch {batch}: {ms:.0f} ms/step, {batch / ms * 1000:.0f} pairs/s, "
         f"{cols['GFLOP/step']} GFLOP/step = {cols['of fp32 peak']} of the fp32 GEMM peak"
     )
     print(f"| steps | seconds | {' | '.join(clip.CLASSES)} |")
     print("|---" * (len(clip.CLASSES) + 2) + "|")
     for steps in budgets:
-        c = cfg | {"steps": steps}
+        c = clip.default_config(steps=steps)
         config.seed_everything(0)
-        m = clip.CLIP(c)
+        m = clip.build(c)
         hist = clip.train_clip(m, c, live_plot=False)
         acc = clip.zero_shot_table(m)["ensemble"]
         row = " | ".join(f"{acc[a]:.3f}" for a in clip.CLASSES)

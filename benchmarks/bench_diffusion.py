@@ -80,11 +80,11 @@ def peer_step_ms(cfg, peak):
         return
     config.seed_everything(0)
     peer = UNet2DModel(
-        sample_size=cfg["res"],
-        block_out_channels=tuple(cfg["ch"] * m for m in cfg["mults"]),
+        sample_size=cfg["data"]["res"],
+        block_out_channels=tuple(cfg["model"]["ch"] * m for m in cfg["model"]["mults"]),
         down_block_types=("DownBlock2D", "AttnDownBlock2D"),
         up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=cfg["blocks"],
+        layers_per_block=cfg["model"]["blocks"],
         norm_num_groups=8,
         attention_head_dim=16,
         num_class_embeds=cd.NULL + 1,
@@ -102,7 +102,8 @@ def speed():
     cfg = cd.model_config()
     peak = machine.gemm_peak()
     print(f"measured fp32 GEMM peak: {peak:.0f} GFLOP/s")
-    print(f"training, batch {cfg['batch']}, {cfg['res']}x{cfg['res']}")
+    res = cfg["data"]["res"]
+    print(f"training, batch {cfg['train']['batch']}, {res}x{res}")
     print(
         "| model | params | fp32 ms/step | GFLOP/step | fp32: of peak | bf16 ms/step "
         "| bf16 + channels_last ms/step |"
@@ -113,7 +114,7 @@ def speed():
         ("ch 48, (1, 2)", {"ch": 48}),
         ("ch 32, (1, 2), 2 blocks", {"blocks": 2}),
     ]:
-        c = {**cfg, **over}
+        c = cd.model_config(**over)
         fp32, n, flops = train_step_ms(c, amp=False)
         bf16, _, _ = train_step_ms(c, amp=True)
         cl, _, _ = train_step_ms(c, amp=True, channels_last=True)
@@ -203,7 +204,7 @@ def recipe(names, steps):
         print(
             f"| {name} | {dt:.0f} | {1000 * dt / n_steps:.0f} | {plain['all']:.2f} "
             f"| {r['color']:.2f} | {r['shape']:.2f} | {r['all']:.2f} | {r0['all']:.2f} "
-            f"| {inversion_psnr(model, diffusion, cfg['res']):.1f} |",
+            f"| {inversion_psnr(model, diffusion, cfg['data']['res']):.1f} |",
             flush=True,
         )
 
@@ -213,6 +214,6 @@ if __name__ == "__main__":
     if what == "speed":
         speed()
     else:
-        steps = int(sys.argv[2]) if len(sys.argv) > 2 else cd.model_config()["steps"]
+        steps = int(sys.argv[2]) if len(sys.argv) > 2 else cd.model_config()["train"]["steps"]
         names = sys.argv[3].split(",") if len(sys.argv) > 3 else list(VARIANTS)
         recipe([n for n in VARIANTS if any(n.startswith(k) for k in names)], steps)

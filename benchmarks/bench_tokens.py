@@ -65,12 +65,24 @@ class NanoGPTPeer(tnn.Module):
         return tnn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:])
 
 
+def budget(cfg: dict, ms: float) -> str:
+    steps = cfg["train"]["steps"]
+    return f"{steps} = {steps * ms / 1000:.0f} s"
+
+
+def untrained_dalle(cfg: dict):
+    """DALL-E of config cfg around an untrained tokenizer (timing needs no trained one)."""
+    tokens = cfg["model"]["tokenizer"]
+    model = {k: v for k, v in cfg["model"].items() if k != "tokenizer"}
+    return dalle.DALLE(vqvae.build(tokens).eval(), grid=tokens["data"]["res"] // 4, **model)
+
+
 def tokenizer_loss(module, cfg):
     def loss_fn(model, batch):
         x = batch[0].contiguous(memory_format=torch.channels_last)
         if module is vqvae:
             return model.loss(x, batch[1])
-        return model.loss(x, batch[1], cfg["steps"], cfg)
+        return model.loss(x, batch[1], cfg["train"]["steps"], cfg["train"])
 
     return loss_fn
 
@@ -80,7 +92,7 @@ def bench_tokenizers(rows, peak):
         cfg = module.default_config()
         config.seed_everything(0)
         model = module.build(cfg).to(memory_format=torch.channels_last)
-        batch_fn = autoencoder.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
+        batch_fn = autoencoder.image_batches(cfg)
         loss_fn = tokenizer_loss(module, cfg)
         ms = ms_per_step(model, loss_fn, batch_fn)
         flops = flops_of(model, loss_fn, batch_fn)
@@ -92,10 +104,10 @@ def bench_tokenizers(rows, peak):
             rate = len(x) / (time.perf_counter() - t)
         rows[name] = {
             "params": nn.count_parameters(model),
-            "batch": cfg["batch"],
+            "batch": cfg["train"]["batch"],
             "ms/step": ms,
             **machine.peak_columns(flops, ms, peak),
-            "train steps/budget": f"{cfg['steps']} = {cfg['steps'] * ms / 1000:.0f} s",
+            "train steps/budget": budget(cfg, ms),
             "samples/s": f"{rate:.0f} (encode+decode)",
         }
 
@@ -103,12 +115,12 @@ def bench_tokenizers(rows, peak):
 def bench_dalle(rows, peak):
     cfg = dalle.default_config()
     config.seed_everything(0)
-    model = dalle.DALLE(vqvae.VQVAE(**cfg["tokenizer"]).eval(), **cfg)
+    model = untrained_dalle(cfg)
     text = model.text_tokens(["a large red circle in the center"] * 2048)
     image = torch.randint(0, model.K, (2048, 64))
 
     def batch_fn(step, gen):
-        idx = torch.randint(0, len(text), (cfg["batch"],), generator=gen)
+        idx = torch.randint(0, len(text), (cfg["train"]["batch"],), generator=gen)
         return text[idx], image[idx]
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -130,10 +142,10 @@ def bench_dalle(rows, peak):
         speed.append(f"{cached:.1f} vs {full:.1f} = {cached / full:.1f}x (batch {n})")
     rows["DALL-E"] = {
         "params": nn.count_parameters(model),
-        "batch": cfg["batch"],
+        "batch": cfg["train"]["batch"],
         "ms/step": ms,
         **machine.peak_columns(flops, ms, peak),
-        "train steps/budget": f"{cfg['steps']} = {cfg['steps'] * ms / 1000:.0f} s",
+        "train steps/budget": budget(cfg, ms),
         "samples/s": "KV cache vs none: " + ", ".join(speed),
     }
 
@@ -142,20 +154,21 @@ def bench_peer(rows, peak):
     """nanoGPT-style peer of DALL-E's transformer, timed on the same batch size and length."""
     cfg = dalle.default_config()
     config.seed_everything(0)
-    length = cfg["text_len"] + 64
-    vocab = len(dalle.DALLE(vqvae.VQVAE(**cfg["tokenizer"]), **cfg).head.bias)
-    peer = NanoGPTPeer(vocab, length, cfg["d"], cfg["n_layers"], cfg["n_heads"])
+    m = cfg["model"]
+    length = m["text_len"] + 64
+    vocab = len(untrained_dalle(cfg).head.bias)
+    peer = NanoGPTPeer(vocab, length, m["d"], m["n_layers"], m["n_heads"])
     ids = torch.randint(0, vocab, (2048, length))
 
     def batch_fn(step, gen):
-        return (ids[torch.randint(0, len(ids), (cfg["batch"],), generator=gen)],)
+        return (ids[torch.randint(0, len(ids), (cfg["train"]["batch"],), generator=gen)],)
 
     loss_fn = lambda m, b: m.loss(*b)  # noqa: E731
     train.fit(peer, loss_fn, batch_fn, 5, live_plot=False)
     ms = 1000 * train.fit(peer, loss_fn, batch_fn, 20, live_plot=False).seconds / 20
     rows["nanoGPT-style peer of DALL-E"] = {
         "params": nn.count_parameters(peer),
-        "batch": cfg["batch"],
+        "batch": cfg["train"]["batch"],
         "ms/step": ms,
         **machine.peak_columns(flops_of(peer, loss_fn, batch_fn), ms, peak),
         "train steps/budget": "–",

@@ -18,7 +18,7 @@ def smoke(monkeypatch, tmp_path):
 
 def small_clip():
     torch.manual_seed(0)
-    return clip.CLIP(clip.default_config()).eval()
+    return clip.build(clip.default_config()).eval()
 
 
 def test_loss_is_symmetric_and_log_batch_for_random_embeddings():
@@ -82,8 +82,8 @@ def test_ensemble_is_the_normalised_mean():
 
 
 def test_positives_are_true_descriptions():
-    cfg = clip.default_config() | {"partial": 1.0, "text_images": 0.0, "word_only": 0.0}
-    x, captions, pos = clip.make_pairs(64, seed=3, cfg=cfg)
+    cfg = clip.default_config(partial=1.0, text_images=0.0, word_only=0.0)
+    x, captions, pos = clip.make_pairs(64, seed=3, cfg=cfg["data"])
     assert pos.diag().all()
     images = ((x + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
     pairs = [(i, j) for i, j in zip(*np.nonzero(pos.numpy())) if i != j]
@@ -94,7 +94,7 @@ def test_positives_are_true_descriptions():
 
 
 def test_training_lowers_the_loss():
-    model = clip.CLIP(clip.default_config())
+    model = clip.build(clip.default_config())
     hist = clip.train_clip(model, clip.default_config(), live_plot=False)
     assert np.mean(hist.loss[-5:]) < np.mean(hist.loss[:5]) - 0.1
 
@@ -136,7 +136,7 @@ def test_best_of_n_by_hand():
 
 
 def one_step_config(**overrides):
-    return clip.default_config() | dict(steps=1, warmup=1, batch=4) | overrides
+    return clip.default_config(steps=1, warmup=1, batch=4, **overrides)
 
 
 def test_weight_decay_spares_gains_biases_and_the_temperature(monkeypatch):
@@ -145,7 +145,7 @@ def test_weight_decay_spares_gains_biases_and_the_temperature(monkeypatch):
     model, cfg = small_clip(), one_step_config()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     clip.train_clip(model, cfg, live_plot=False)
-    shrink = 1 - cfg["lr"] * cfg["weight_decay"]
+    shrink = 1 - cfg["train"]["lr"] * cfg["train"]["weight_decay"]
     for name, p in model.named_parameters():
         if p.ndim < 2:  # biases, norm gains, the temperature: not decayed
             assert torch.equal(p.detach(), before[name]), name
@@ -162,6 +162,6 @@ def test_temperature_is_clipped_after_a_step_and_keeps_its_gradient():
     clip.train_clip(model, cfg, live_plot=False)
     assert model.logit_scale.item() <= math.log(100) + 1e-6  # the parameter itself is clipped
     assert model.scale().item() == pytest.approx(100.0)
-    x, captions, pos = clip.make_pairs(8, 0, cfg)
+    x, captions, pos = clip.make_pairs(8, 0, cfg["data"])
     clip.contrastive_loss(model(x, captions), pos).backward()
     assert model.logit_scale.grad is not None and model.logit_scale.grad.abs().item() > 0

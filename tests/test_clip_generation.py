@@ -75,7 +75,7 @@ def test_augmentations_keep_a_blank_canvas_blank():
 
 
 def test_pixel_optimization_lowers_the_clip_loss():
-    model = clip.CLIP(clip.default_config()).eval()
+    model = clip.build(clip.default_config()).eval()
     pixels = clip_optimization.Pixels(2, 32)
     result = clip_optimization.optimize(pixels, model, ["a red circle", "a blue square"], 40, 0.05)
     assert sum(result.loss[-5:]) < sum(result.loss[:5]) - 0.05
@@ -84,7 +84,7 @@ def test_pixel_optimization_lowers_the_clip_loss():
 
 
 def test_clipdraw_returns_drawings_and_frames():
-    model = clip.CLIP(clip.default_config()).eval()
+    model = clip.build(clip.default_config()).eval()
     result = clipdraw.draw(model, ["a red circle"] * 2, steps=11, negatives=["a blue circle"] * 2)
     assert result.images.shape == (2, 3, 32, 32)
     assert len(result.frames) == 3  # steps 0 and 10, and the final images

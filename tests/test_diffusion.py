@@ -316,7 +316,7 @@ def test_labels_are_color_times_shape_and_the_held_out_pair_is_never_trained():
     assert len(cd.CLASSES) == 18 and cd.NULL == 18
     assert cd.label_of("a purple triangle") in cd.HELD_OUT and len(cd.SEEN) == 17
     assert cd.caption_of(cd.label_of("red circle")) == "a red circle"
-    _, y = cd.dataset(cd.model_config())
+    _, y = cd.dataset(cd.model_config()["data"])
     assert set(y.tolist()) == set(cd.SEEN)
 
 
@@ -327,7 +327,7 @@ def test_training_lowers_the_loss_and_the_classifier_learns():
     assert np.mean(hist.loss[-10:]) < 0.8 * np.mean(hist.loss[:5])
     ccfg = cd.classifier_config(steps=200, lr=1e-2, batch=32)
     clf = cd.build_classifier(ccfg)
-    x, y = cd.dataset(ccfg)
+    x, y = cd.dataset(ccfg["data"])
     x, y, t = x[:256], y[:256], torch.full((256,), 5)  # nearly clean images
 
     def held_loss():
@@ -396,7 +396,8 @@ def test_cli_train_sample_evaluate(tmp_path, capsys):
     import json
 
     rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(rows) == {"conditional", "cfg"} and 0 <= rows["cfg"]["color"] <= 1
+    assert set(rows) == {"conditional", "cfg"} and 0 <= rows["cfg"]["color"]["value"] <= 1
+    assert rows["cfg"]["color"]["n"] == 17  # one sample of each seen class
 
 
 def test_labels_of_single_object_scenes_are_their_colour_shape_class():

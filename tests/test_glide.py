@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from t2i import glide
+from t2i import glide, recipe
 from t2i.tokenizer import Tokenizer
 
 CFG = glide.base_config(res=8, ch=8, mults=[1, 2], attn_res=[8, 4], text_width=16, text_layers=1)
@@ -12,7 +12,7 @@ CFG = glide.base_config(res=8, ch=8, mults=[1, 2], attn_res=[8, 4], text_width=1
 
 def tiny(cls=glide.Text2Im):
     torch.manual_seed(0)
-    m = cls(CFG).eval()
+    m = cls(CFG["data"]["res"], **CFG["model"]).eval()
     for p in m.parameters():  # zero-initialised outputs: make the model non-trivial
         p.data.add_(0.05 * torch.randn_like(p))
     return m
@@ -119,10 +119,9 @@ def test_square_masks_erase_the_square_around_each_centre():
 
 
 def test_inpainter_batches_give_a_centre_of_an_object_of_each_scene():
-    cfg = dict(CFG, n_train=64, batch=16)
-    s, _ = glide.captioned_scenes(
-        64, cfg["seed"], cfg["p_partial"], cfg["counts"], cfg["count_probs"]
-    )
+    cfg = recipe.sections(CFG, n_train=64, batch=16)
+    d = cfg["data"]
+    s, _ = glide.captioned_scenes(64, cfg["seed"], d["p_partial"], d["counts"], d["count_probs"])
     x, tok, centres = glide._batches(cfg, torch.device("cpu"), [8], centres=True)(
         0, torch.Generator().manual_seed(0)
     )
@@ -132,8 +131,8 @@ def test_inpainter_batches_give_a_centre_of_an_object_of_each_scene():
 
 
 def test_a_short_training_run_lowers_the_loss():
-    cfg = dict(CFG, n_train=256, steps=40, batch=32, T=50, warmup=2, ema=None)
-    m = glide.Text2Im(cfg)
+    cfg = recipe.sections(CFG, n_train=256, steps=40, batch=32, T=50, warmup=2, ema=None)
+    m = glide.build_base(cfg)
     hist = glide.train_base(m, cfg, live_plot=False)
     first, last = sum(hist.loss[:5]) / 5, sum(hist.loss[-5:]) / 5
     assert last < 0.85 * first

@@ -38,7 +38,7 @@ def test_token_edit_changes_one_cell_of_the_grid(capsys):
 
 
 def test_a_word_outside_the_vocabulary_is_printed_not_raised(capsys):
-    model = clip.CLIP(clip.default_config()).eval()
+    model = clip.build(clip.default_config()).eval()
     gallery = shapes.make_dataset(12, res=model.res, seed=2)
     emb = clip.embed_images(model, gallery.images)
     panel = play.panel_search(model, gallery, emb, k=4, example=dict(caption="a red circle"))

@@ -1,13 +1,14 @@
 """Every model of the library at the gpu profile, built on the CPU and trained for one step on a
 batch of 2 real renders with its own training function: shapes, dtypes, 64x64 images where the
-gpu profile uses them, a finite loss and parameters that moved. (glide.py is not covered yet.)"""
+gpu profile uses them, a finite loss and parameters that moved. Every recipe of `t2i.recipe`
+takes that step; the first models are also checked shape by shape."""
 
 import math
 
 import pytest
 import torch
 
-from t2i import clip, config, dalle, dvae, label_diffusion, shapes, vqvae
+from t2i import checkpoint, clip, config, dalle, dvae, label_diffusion, recipe, shapes, vqvae
 
 ONE_STEP = dict(steps=1, warmup=1, batch=2, n_train=2)  # one optimizer step on 2 renders
 
@@ -50,21 +51,21 @@ def test_the_gpu_profile_is_active_with_64px_images():
 
 
 def test_dvae_gpu_profile_one_step():
-    cfg = dvae.default_config() | ONE_STEP
-    assert cfg["res"] == 64
+    cfg = dvae.default_config(**ONE_STEP)
+    assert cfg["data"]["res"] == 64
     model = dvae.build(cfg).to(config.device())
     x = renders(64)
     with torch.no_grad():
         logits = model.encode(x)
-        assert logits.shape == (2, cfg["K"], 16, 16) and logits.dtype == torch.float32
+        assert logits.shape == (2, cfg["model"]["K"], 16, 16) and logits.dtype == torch.float32
         assert model(x).shape == (2, 3, 64, 64) and model(x).dtype == torch.float32
     before = trainable(model)
     check_one_step(model, dvae.train_model(model, cfg, None, live_plot=False), before)
 
 
 def test_vqvae_gpu_profile_one_step():
-    cfg = vqvae.default_config() | ONE_STEP
-    assert cfg["res"] == 64
+    cfg = vqvae.default_config(**ONE_STEP)
+    assert cfg["data"]["res"] == 64
     model = vqvae.build(cfg).to(config.device())
     x = renders(64)
     with torch.no_grad():
@@ -77,8 +78,9 @@ def test_vqvae_gpu_profile_one_step():
 
 
 def test_dalle_gpu_profile_one_step(monkeypatch):
-    cfg = dalle.default_config() | ONE_STEP
-    assert cfg["tokenizer"]["res"] == 64
+    cfg = dalle.default_config(**ONE_STEP)
+    text_len = cfg["model"]["text_len"]
+    assert cfg["model"]["tokenizer"]["data"]["res"] == 64
     # An untrained tokenizer of the gpu profile, instead of training one for 20,000 steps.
     monkeypatch.setattr(
         vqvae, "get_vqvae", lambda retrain=False, cfg=None: vqvae.build(cfg).requires_grad_(False)
@@ -90,32 +92,32 @@ def test_dalle_gpu_profile_one_step(monkeypatch):
         text = model.text_tokens(["a red circle", "a blue square above a green triangle"])
         image = model.vae.tokens(x).flatten(1)
         logits = model(text, image[:, :-1])
-    assert text.shape == (2, cfg["text_len"]) and image.shape == (2, 256)
-    assert logits.shape == (2, cfg["text_len"] + 255, model.text_vocab + model.K)
+    assert text.shape == (2, text_len) and image.shape == (2, 256)
+    assert logits.shape == (2, text_len + 255, model.text_vocab + model.K)
     assert logits.dtype == torch.float32
     before = trainable(model)
     check_one_step(model, dalle.train_model(model, cfg, None, live_plot=False), before)
 
 
 def test_clip_gpu_profile_one_step():
-    cfg = clip.default_config() | ONE_STEP
-    assert cfg["res"] == 64
-    model = clip.CLIP(cfg).to(config.device())
+    cfg = clip.default_config(steps=1, warmup=1, batch=2)  # fresh pairs each step: no n_train
+    assert cfg["data"]["res"] == 64
+    model = clip.build(cfg).to(config.device())
     x = renders(64)
     with torch.no_grad():
         logits = model(x, ["a red circle", "a blue square"])
         assert logits.shape == (2, 2) and logits.dtype == torch.float32
-        assert model.encode_image(x).shape == (2, cfg["embed"])
+        assert model.encode_image(x).shape == (2, cfg["model"]["embed"])
     before = trainable(model)
     check_one_step(model, clip.train_clip(model, cfg, None, live_plot=False), before)
 
 
 def test_class_diffusion_gpu_profile_one_step():
     cfg = label_diffusion.model_config(**ONE_STEP)
-    res = cfg["res"]
+    res, T = cfg["data"]["res"], cfg["diffusion"]["T"]
     assert res == 32  # the gpu profile's diffusion model works at 32x32
     model = label_diffusion.build_model(cfg).to(config.device())
-    x, t = renders(res), torch.tensor([0, cfg["T"] - 1], device=config.device())
+    x, t = renders(res), torch.tensor([0, T - 1], device=config.device())
     y = torch.tensor([0, label_diffusion.NULL], device=config.device())
     with torch.no_grad():
         out = model(x, t, y)
@@ -128,10 +130,43 @@ def test_class_diffusion_gpu_profile_one_step():
 def test_noisy_classifier_gpu_profile_one_step():
     cfg = label_diffusion.classifier_config(**ONE_STEP)
     model = label_diffusion.build_classifier(cfg).to(config.device())
-    x, t = renders(cfg["res"]), torch.tensor([0, cfg["T"] - 1], device=config.device())
+    T = cfg["diffusion"]["T"]
+    x, t = renders(cfg["data"]["res"]), torch.tensor([0, T - 1], device=config.device())
     with torch.no_grad():
         logits = model(x, t)
     assert logits.shape == (2, label_diffusion.NULL) and logits.dtype == torch.float32
     before = trainable(model)
     hist = label_diffusion.train_classifier(model, cfg, live_plot=False)
     check_one_step(model, hist, before, everywhere=False)
+
+
+def one_step(cfg: dict) -> dict:
+    """cfg with ONE_STEP's keys set in whichever sections hold them, in it and in the configs
+    it nests (a tokenizer, a base model, a model to start from)."""
+    out = {}
+    for name, section in cfg.items():
+        if isinstance(section, dict):
+            section = {k: one_step(v) if isinstance(v, dict) and "train" in v else v
+                       for k, v in section.items()}  # fmt: skip
+            section |= {k: v for k, v in ONE_STEP.items() if k in section}
+        out[name] = section
+    return out
+
+
+TRAINED = [name for name, r in recipe.recipes().items() if r.config is not None]
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_every_recipe_takes_one_step_at_the_gpu_profile(name, monkeypatch):
+    """Models that a recipe builds on (a tokenizer, CLIP, a base to start from) come untrained:
+    the point is that every model of the gpu profile builds and steps, not what it learns."""
+
+    def untrained(name, cfg, build, train, retrain=False):
+        return build(one_step(cfg)).to(config.device()).eval()
+
+    monkeypatch.setattr(checkpoint, "load_or_train", untrained)
+    r = recipe.recipes()[name]
+    cfg = one_step(r.config())
+    model = r.build(cfg).to(config.device())
+    before = trainable(model)
+    check_one_step(model, r.train(model, cfg, None, live_plot=False), before, everywhere=False)

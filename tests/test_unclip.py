@@ -63,8 +63,7 @@ def test_quantizer_codes_and_bucket_medians():
 
 def test_ar_prior_cached_sampling_matches_the_full_forward():
     torch.manual_seed(3)
-    cfg = {**PRIOR, "components": 5, "buckets": 8, "dot_buckets": 4}
-    m = unclip.ARPrior(cfg).eval()
+    m = unclip.ARPrior(**PRIOR["model"], components=5, buckets=8, dot_buckets=4).eval()
     tok = unclip.TOKENIZER(["a red circle", "a small blue square at the top"])
     z = torch.randn(2, 16)
     dot = torch.tensor([1, 3])
@@ -82,7 +81,7 @@ def test_ar_prior_cached_sampling_matches_the_full_forward():
 
 def test_diffusion_prior_is_causal_and_reads_its_noised_input():
     torch.manual_seed(4)
-    m = unclip.DiffusionPrior(PRIOR).eval()
+    m = unclip.build_diffusion_prior(PRIOR).eval()
     tok = unclip.TOKENIZER(["a red circle", "a blue square"])
     zt, t = torch.randn(2, 16), torch.tensor([5, 500])
     x1, x2 = torch.randn(2, 16), torch.randn(2, 16)
@@ -140,7 +139,7 @@ def test_the_decoder_starts_as_glide_and_reads_the_embedding_only_after_training
     arch = dict(res=8, ch=8, mults=[1, 2], attn_res=[4], text_width=16, text_layers=1, heads=2)
     base_cfg = glide.base_config(**arch)
     torch.manual_seed(0)
-    base = glide.Text2Im(base_cfg)
+    base = glide.build_base(base_cfg)
     with torch.no_grad():  # as if trained: no zero-initialized output layer left
         for p in base.parameters():
             p.add_(0.05 * torch.randn_like(p))

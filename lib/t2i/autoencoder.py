@@ -73,9 +73,11 @@ class Decoder(nn.Module):
 # --- data -----------------------------------------------------------------------------------
 
 
-def image_batches(n: int, batch_size: int, res: int = 32, seed: int = 0):
-    """A batch_fn for `t2i.train.fit`: random batches of n training renders (as (x, step))."""
-    x = shapes.load_dataset(n, res=res, seed=seed).tensor()
+def image_batches(cfg: dict):
+    """A batch_fn for `t2i.train.fit`: random batches (as (x, step)) of the training renders a
+    tokenizer's config names (n_train and res of its data section, batch of its train section)."""
+    data, batch_size = cfg["data"], cfg["train"]["batch"]
+    x = shapes.load_dataset(data["n_train"], res=data["res"], seed=cfg["seed"]).tensor()
 
     def batch_fn(step, gen):
         idx = torch.randint(0, len(x), (batch_size,), generator=gen)
@@ -158,7 +160,7 @@ def evaluate(model, data: shapes.ShapesDataset, batch: int = 500) -> dict[str, f
     }
 
 
-# --- command line (shared by the dVAE and the VQ-VAE) ----------------------------------------
+# --- the recipe of both tokenizers (the dVAE and the VQ-VAE) -------------------------------
 
 
 def summary(model, name: str) -> str:
@@ -170,15 +172,39 @@ def summary(model, name: str) -> str:
     )
 
 
-def print_evaluation(model, seed: int, as_json: bool) -> None:
-    """PSNR, codebook use and the judge's table on reconstructions, as text or one JSON line."""
-    import json
+def reconstructions(model):
+    """A recipe's sampler for a tokenizer: draw(n, seed) reconstructs n fresh held-out renders
+    through their tokens."""
 
+    def draw(n: int, seed: int):
+        x = held_out_renders(n, seed=seed + 777).tensor()
+        return model.decode_tokens(model.tokens(x))
+
+    return draw
+
+
+def evaluation(model, seed: int) -> dict:
+    """{"held-out renders": row}: PSNR, codebook use and the judge's facts on reconstructions."""
     from . import judge
 
     data = held_out_renders(seed=seed + 777)
     m = evaluate(model, data)
-    table = judge.score(m["reconstructions"], data.captions)
     row = {"psnr": m["psnr"], "codes used": m["used_frac"], "perplexity": m["perplexity"]}
-    row |= {f"judge {k}": v for k, v in table.items()}
-    print(json.dumps(row) if as_json else "\n".join(f"{k:>16s} {v:.3f}" for k, v in row.items()))
+    facts = judge.score(m["reconstructions"], data.captions)
+    return {"held-out renders": row | {f"judge {k}": v for k, v in facts.items()}}
+
+
+def recipe(name: str, config, build, train, load):
+    """A tokenizer's recipe (`t2i.recipe`): `sample` writes reconstructions of held-out renders,
+    `evaluate` gives their PSNR, codebook use and the judge's facts."""
+    from .recipe import Recipe
+
+    return Recipe(
+        config=config,
+        build=build,
+        train=train,
+        load=load,
+        describe=lambda model: summary(model, name),
+        sampler=lambda: reconstructions(load()),
+        evaluate=lambda seed: evaluation(load(), seed),
+    )

@@ -1,18 +1,16 @@
 """`python -m t2i COMMAND`: generate data, check the judge, and train, sample and evaluate the
 course's models outside Jupyter (for instructors and CI).
 
-Each model lives in its own module, which provides any of `cli_train(args)`, `cli_sample(args)`
-and `cli_evaluate(args)` (or, for `train`, lists its models' loaders in `PARTS`), and optionally
-`add_cli_arguments(command, parser)` for its own options (args.model names the model, for a
-module that serves several). A model that only trains is listed with its commands. Models whose
-module is not there are not listed.
+`train`, `sample` and `evaluate` are generated from the models' recipes (`t2i.recipe`): one
+`--retrain`, one writer of PNG files, one printer of tables (Markdown, or JSON with --json).
+`inpaint` (GLIDE) and `vary` (unCLIP) take an image file and have their own commands.
+
+Serves the README's commands and CI rather than a notebook.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import math
 import sys
@@ -20,53 +18,42 @@ import time
 import warnings
 from pathlib import Path
 
-# model name on the command line -> module that implements it
-MODELS = {
-    "dvae": "t2i.dvae",
-    "vqvae": "t2i.vqvae",
-    "dalle": "t2i.dalle",
-    "clip": "t2i.clip",
-    "clipdraw": "t2i.clipdraw",
-    "vqgan-clip": "t2i.vqgan_clip",
-    "diffusion": "t2i.label_diffusion",
-    "glide": "t2i.glide",
-    "glide-upsampler": ("t2i.glide", {"train"}),
-    "glide-inpaint": ("t2i.glide", {"train"}),
-    "noised-clip": ("t2i.glide", {"train"}),
-    "unclip": ("t2i.unclip", {"sample", "evaluate"}),
-    "prior-ar": ("t2i.unclip", {"train"}),
-    "prior-diffusion": ("t2i.unclip", {"train"}),
-    "decoder": ("t2i.unclip", {"train"}),
-    "unclip-upsampler": ("t2i.unclip", {"train"}),
+from . import recipe
+
+COMMANDS = {
+    "train": "train a model (or load it from the cache)",
+    "sample": "draw samples from a model into PNG files",
+    "evaluate": "the judge's table for a model",
 }
 
 
-def _available_models() -> dict:
-    """{name: (module, the commands it serves)} for the models whose module is there."""
-    out = {}
-    for name, entry in MODELS.items():
-        mod, commands = entry if isinstance(entry, tuple) else (entry, None)
-        if importlib.util.find_spec(mod) is not None:
-            module = importlib.import_module(mod)
-            served = commands or {
-                c for c in ("train", "sample", "evaluate") if hasattr(module, f"cli_{c}")
-            }
-            if name in getattr(module, "PARTS", {}):
-                served = served | {"train"}
-            out[name] = (module, served)
-    return out
+def _options(args, command: str, r: recipe.Recipe) -> dict:
+    """The values of a recipe's own flags for `command`, by name."""
+    names = [spec.get("dest", flag.lstrip("-").replace("-", "_"))
+             for flag, spec in r.options.get(command, {}).items()]  # fmt: skip
+    return {name: getattr(args, name) for name in names}
 
 
-def _train_part(load, name):
-    """`train NAME` for a model its module lists in PARTS {name: loader}: load it from the
-    cache, or train it, and say how long that took."""
+def cmd_train(args):
+    print(recipe.train_line(args.model, args.recipe, retrain=args.retrain))
 
-    def run(args):
-        t0 = time.perf_counter()
-        load()
-        print(f"{name} ready in {time.perf_counter() - t0:.0f} s")
 
-    return run
+def cmd_sample(args):
+    from . import plot
+
+    r, options = args.recipe, _options(args, "sample", args.recipe)
+    t0 = time.perf_counter()
+    draw = r.sampler(**options)
+    prefix = r.prefix(**options) if r.prefix else args.model
+    paths = plot.save_batches(lambda start, n: draw(n, args.seed + start), args.n, args.out, prefix)
+    print(f"{len(paths)} samples in {time.perf_counter() - t0:.1f} s -> {args.out}/")
+
+
+def cmd_evaluate(args):
+    from . import plot
+
+    plot.print_table(args.recipe.evaluate(args.seed, **_options(args, "evaluate", args.recipe)),
+                     args.json)  # fmt: skip
 
 
 def cmd_data(args):
@@ -174,32 +161,27 @@ def main(argv=None):
     p.add_argument("dir", nargs="?", default="build/notebooks")
     p.set_defaults(func=cmd_summary)
 
-    models = _available_models()
-    for command, help_text in [
-        ("train", "train a model (or load it from the cache)"),
-        ("sample", "draw samples from a model into PNG files"),
-        ("evaluate", "the judge's table for a model"),
-    ]:
-        names = [n for n, (_, served) in models.items() if command in served]
-        if not names:
-            continue
+    recipes = recipe.recipes()  # imports every model's module
+    from . import glide, unclip
+
+    for command, help_text in COMMANDS.items():
+        names = [name for name, r in recipes.items() if command in r.commands()]
         p = sub.add_parser(command, help=f"{help_text}: {', '.join(names)}")
         per_model = p.add_subparsers(dest="model", required=True)
         for name in names:
             q = per_model.add_parser(name)
-            q.add_argument("--seed", type=int, default=0)
+            if command == "train":
+                q.add_argument("--retrain", action="store_true", help="ignore the cache")
+            else:
+                q.add_argument("--seed", type=int, default=0, help="seeds the draw, never a model")
             if command == "sample":
                 q.add_argument("--n", type=int, default=16)
                 q.add_argument("--out", default="samples")
             if command == "evaluate":
-                q.add_argument("--json", action="store_true")
-            module = models[name][0]
-            if hasattr(module, "add_cli_arguments"):
-                module.add_cli_arguments(command, q)
-            if command == "train" and name in getattr(module, "PARTS", {}):
-                q.set_defaults(func=_train_part(module.PARTS[name], name))
-            else:
-                q.set_defaults(func=getattr(module, f"cli_{command}"))
+                q.add_argument("--json", action="store_true", help="print one JSON object")
+            for flag, spec in recipes[name].options.get(command, {}).items():
+                q.add_argument(flag, **spec)
+            q.set_defaults(func=globals()[f"cmd_{command}"], recipe=recipes[name])
 
     p = sub.add_parser("inpaint", help="fill the dark pixels of a mask with GLIDE's inpainter")
     p.add_argument("--image", required=True, help="a PNG at the base model's resolution")
@@ -208,7 +190,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--out", default="samples")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=lambda args: importlib.import_module("t2i.glide").cli_inpaint(args))
+    p.set_defaults(func=glide.cli_inpaint)
 
     p = sub.add_parser("vary", help="variations of an image with unCLIP's decoder")
     p.add_argument("--image", required=True, help="a PNG (resized to the decoder's size)")
@@ -216,7 +198,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--out", default="samples")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=lambda args: importlib.import_module("t2i.unclip").cli_vary(args))
+    p.set_defaults(func=unclip.cli_vary)
 
     args = parser.parse_args(argv)
     _check_arguments(parser, args)

@@ -16,6 +16,8 @@ Duplicates: a partial caption ("a red circle") is true of every red circle in th
 diagonal is not the only right answer. The target of row i spreads its probability equally over
 every image that caption i truly describes (known from the scenes), instead of calling those
 images negatives.
+
+Serves notebook 03; notebooks 04, 06 and 07 build on its model.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, config, shapes, train, typography
+from . import checkpoint, config, recipe, shapes, train, typography
 from . import nn as t2i_nn
 from .stats import Rate
 from .tokenizer import Tokenizer
@@ -89,19 +91,14 @@ LOG_MAX_SCALE = math.log(100.0)  # the temperature's bound: logits scaled by at 
 
 
 class CLIP(nn.Module):
-    def __init__(self, cfg: dict):
+    """An image tower and a text tower into one embedding space, and the learned temperature."""
+
+    def __init__(self, res: int, width: int, d: int, layers: int, heads: int, embed: int):
         super().__init__()
-        self.visual = ImageEncoder(cfg["res"], cfg["width"], cfg["embed"])
-        self.text = TextEncoder(
-            len(TOKENIZER),
-            TOKENIZER.context_length,
-            cfg["d"],
-            cfg["layers"],
-            cfg["heads"],
-            cfg["embed"],
-        )
+        self.visual = ImageEncoder(res, width, embed)
+        self.text = TextEncoder(len(TOKENIZER), TOKENIZER.context_length, d, layers, heads, embed)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.res = cfg["res"]
+        self.res = res
 
     def scale(self) -> torch.Tensor:
         """exp(t), at most 100 (paper sec. 2.5: "clipped to prevent scaling the logits by more
@@ -152,7 +149,8 @@ def make_pairs(n: int, seed: int, cfg: dict):
     """n training pairs: images (n, 3, res, res) in [-1, 1], captions, and the (n, n) matrix of
     which caption truly describes which image.
 
-    One-object scenes get a partial caption with probability cfg["partial"] (each of size,
+    cfg is a config's data section. One-object scenes get a partial caption with probability
+    cfg["partial"] (each of size,
     colour and position kept with probability 1/2), so short prompts like "a red circle" are
     in distribution. A fraction cfg["text_images"] of one-object images carry their colour's
     name written in ink (text that agrees with the picture, like a label on a product), and a
@@ -195,24 +193,31 @@ def make_pairs(n: int, seed: int, cfg: dict):
 # --- configuration and training -----------------------------------------------------------
 
 
-def default_config() -> dict:
-    return dict(
-        res=config.image_size(),
-        width=config.pick(smoke=8, cpu=32, gpu=64),
-        d=config.pick(smoke=32, cpu=128, gpu=256),
-        layers=config.pick(smoke=1, cpu=2, gpu=4),
-        heads=4,
-        embed=config.pick(smoke=32, cpu=128, gpu=256),
-        batch=config.pick(smoke=32, cpu=256, gpu=512),
-        steps=config.pick(smoke=30, cpu=600, gpu=3000),
-        lr=config.pick(smoke=2e-3, cpu=1e-3, gpu=5e-4),
-        warmup=config.pick(smoke=5, cpu=50, gpu=200),
-        weight_decay=0.1,
-        partial=0.5,
-        text_images=0.3,
-        word_only=0.3,
+def default_config(**overrides) -> dict:
+    """The CLIP of the active profile; overrides go to the section that holds each key."""
+    cfg = dict(
         seed=0,
+        model=dict(
+            width=config.pick(smoke=8, cpu=32, gpu=64),
+            d=config.pick(smoke=32, cpu=128, gpu=256),
+            layers=config.pick(smoke=1, cpu=2, gpu=4),
+            heads=4,
+            embed=config.pick(smoke=32, cpu=128, gpu=256),
+        ),
+        train=dict(
+            batch=config.pick(smoke=32, cpu=256, gpu=512),
+            steps=config.pick(smoke=30, cpu=600, gpu=3000),
+            lr=config.pick(smoke=2e-3, cpu=1e-3, gpu=5e-4),
+            warmup=config.pick(smoke=5, cpu=50, gpu=200),
+            weight_decay=0.1,
+        ),
+        data=dict(res=config.image_size(), partial=0.5, text_images=0.3, word_only=0.3),
     )
+    return recipe.sections(cfg, **overrides)
+
+
+def build(cfg: dict) -> CLIP:
+    return CLIP(cfg["data"]["res"], **cfg["model"])
 
 
 def train_clip(model: CLIP, cfg: dict, path=None, live_plot: bool = True) -> train.History:
@@ -221,7 +226,7 @@ def train_clip(model: CLIP, cfg: dict, path=None, live_plot: bool = True) -> tra
 
     def batch_fn(step, gen):
         seed = int(torch.randint(2**31 - 1, (1,), generator=gen))
-        x, captions, pos = make_pairs(cfg["batch"], seed, cfg)
+        x, captions, pos = make_pairs(cfg["train"]["batch"], seed, cfg["data"])
         return x.to(dev), TOKENIZER(captions).to(dev), pos.to(dev)
 
     def loss_fn(m, batch):
@@ -246,9 +251,7 @@ def train_clip(model: CLIP, cfg: dict, path=None, live_plot: bool = True) -> tra
 def get_clip(retrain: bool = False, cfg: dict | None = None) -> CLIP:
     """The course's CLIP for the active profile, from the cache or trained now."""
     cfg = cfg or default_config()
-    return checkpoint.load_or_train(
-        "clip", cfg, CLIP, lambda m, c, p: train_clip(m, c, p), retrain=retrain
-    )
+    return checkpoint.load_or_train("clip", cfg, build, train_clip, retrain=retrain)
 
 
 # --- zero-shot classification -------------------------------------------------------------
@@ -438,29 +441,29 @@ def best_of_n(scores: torch.Tensor, correct: torch.Tensor, ns=(1, 4, 16, 64)) ->
     return out
 
 
-# --- command line ---------------------------------------------------------------------------
+# --- the recipe --------------------------------------------------------------------------------
 
 
-def cli_train(args):
-    model = get_clip(retrain=getattr(args, "retrain", False))
-    print(f"CLIP: {t2i_nn.count_parameters(model):,} parameters, scale {model.scale():.1f}")
-
-
-def cli_evaluate(args):
-    import json
-
+def _evaluation(seed: int) -> dict:
+    """Zero-shot accuracy per attribute, retrieval and the binding test, as rows (seed 0: the
+    notebook's test sets)."""
     model = get_clip()
-    table = zero_shot_table(model)
-    numbers = {f"zero-shot {k} {a}": v for k, row in table.items() for a, v in row.items()}
-    numbers.update(retrieval(model))
-    numbers.update({f"binding {k}": v for k, v in binding_test(model).items()})
-    if args.json:
-        print(json.dumps(numbers))
-    else:
-        for k, v in numbers.items():
-            print(f"{k:32s} {v:.3f}")
+    rows = zero_shot_table(model, seed=1234 + seed)
+    return rows | {
+        "retrieval": retrieval(model, seed=4321 + seed),
+        "binding": binding_test(model, seed=99 + seed),
+    }
 
 
-def add_cli_arguments(command, parser):
-    if command == "train":
-        parser.add_argument("--retrain", action="store_true", help="ignore the cache")
+RECIPES = {
+    "clip": recipe.Recipe(
+        config=default_config,
+        build=build,
+        train=train_clip,
+        load=get_clip,
+        describe=lambda m: (
+            f"CLIP: {t2i_nn.count_parameters(m):,} parameters, scale {m.scale():.1f}"
+        ),
+        evaluate=_evaluation,
+    )
+}

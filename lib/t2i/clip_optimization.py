@@ -198,3 +198,10 @@ def clip_vs_judge(clip_model, images: torch.Tensor, prompts: list[str]) -> dict:
         "judge colour+shape": Rate.of(both),
         "fools CLIP, not the judge": Rate.of(clip_ok & ~both),
     }
+
+
+# The command line's flags of `sample clipdraw` and `sample vqgan-clip` (`t2i.recipe`).
+SAMPLE_OPTIONS = {
+    "--prompt": dict(required=True),
+    "--steps": dict(type=int, default=0, help="optimisation steps; 0: the profile's default"),
+}

@@ -4,16 +4,16 @@ No model is trained: a set of random Bezier strokes (`t2i.raster`) is optimized 
 that a frozen CLIP finds random augmentations of the drawing close to the prompt (and, with
 negative prompts, far from those). The paper used 256 strokes on 224x224 with a GPU renderer
 (diffvg); we use a few dozen on 32x32 with a torch one.
+
+Serves notebook 04.
 """
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn as nn
 
-from . import clip_optimization, config, plot, raster
+from . import clip_optimization, config, raster, recipe
 
 
 def default_config() -> dict:
@@ -77,20 +77,16 @@ def draw(
     )
 
 
-def cli_sample(args):
+def _sampler(prompt: str, steps: int = 0):
     from . import clip
 
-    overrides = {"steps": args.steps} if args.steps else {}
-    model, t0 = clip.get_clip(), time.perf_counter()
-
-    def drawings(start, n):
-        return draw(model, [args.prompt] * n, seed=args.seed + start, **overrides).images
-
-    paths = plot.save_batches(drawings, args.n, args.out, "clipdraw")
-    print(f"{len(paths)} drawings in {time.perf_counter() - t0:.1f} s -> {args.out}")
+    model, overrides = clip.get_clip(), {"steps": steps} if steps else {}
+    return lambda n, seed: draw(model, [prompt] * n, seed=seed, **overrides).images
 
 
-def add_cli_arguments(command, parser):
-    if command == "sample":
-        parser.add_argument("--prompt", required=True)
-        parser.add_argument("--steps", type=int, default=0, help="0: the profile's default")
+RECIPES = {  # no model of its own: `python -m t2i sample clipdraw` optimises strokes
+    "clipdraw": recipe.Recipe(
+        sampler=_sampler,
+        options={"sample": clip_optimization.SAMPLE_OPTIONS},
+    )
+}

@@ -18,6 +18,8 @@ caption in one batch, optionally starting from the first rows of a real image ("
 A key/value cache (`t2i.nn.KVCache`, one per layer) keeps what each layer computed for the prefix,
 so each step feeds only the newest token (use_cache=False reruns the whole prefix every step, the
 same tokens for ~39x the work; the benchmark measures both).
+
+Serves notebook 02.
 """
 
 from __future__ import annotations
@@ -26,30 +28,36 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, config, plot, shapes, tokenizer, train, vqvae
-from .nn import Block, KVCache
+from . import checkpoint, config, recipe, shapes, tokenizer, train, vqvae
+from .nn import Block, KVCache, count_parameters
 
 TEXT_WEIGHT, IMAGE_WEIGHT = 1 / 8, 7 / 8
 PATTERNS = ("dense", "row", "column", "conv")
 
 
 def default_config(**overrides) -> dict:
-    cfg = config.pick(
-        smoke=dict(warmup=5, d=32, n_layers=2, n_heads=2, steps=20, batch=8, n_train=512),
-        cpu=dict(warmup=100, d=128, n_layers=4, n_heads=4, steps=1000, batch=64, n_train=20_000),
-        gpu=dict(
-            warmup=500, d=256, n_layers=8, n_heads=8, steps=20_000, batch=128, n_train=100_000
-        ),
-    ) | dict(
+    """The DALL-E of the active profile; overrides go to the section that holds each key."""
+    cfg = dict(
         seed=0,
-        lr=1e-3,
-        weight_decay=0.01,
-        ema=0.995,
-        text_len=20,
-        layers="dense",  # or a list of PATTERNS, one per layer
-        tokenizer=vqvae.default_config(),
+        model=config.pick(
+            smoke=dict(d=32, n_layers=2, n_heads=2),
+            cpu=dict(d=128, n_layers=4, n_heads=4),
+            gpu=dict(d=256, n_layers=8, n_heads=8),
+        )
+        | dict(
+            text_len=20,
+            layers="dense",  # or a list of PATTERNS, one per layer
+            tokenizer=vqvae.default_config(),
+        ),
+        train=config.pick(
+            smoke=dict(steps=20, batch=8, warmup=5),
+            cpu=dict(steps=1000, batch=64, warmup=100),
+            gpu=dict(steps=20_000, batch=128, warmup=500),
+        )
+        | dict(lr=1e-3, weight_decay=0.01, ema=0.995),
+        data=dict(n_train=config.pick(smoke=512, cpu=20_000, gpu=100_000)),
     )
-    return cfg | overrides
+    return recipe.sections(cfg, **overrides)
 
 
 # --- masks ----------------------------------------------------------------------------------
@@ -85,7 +93,7 @@ def attention_mask(text_len: int, grid: int, pattern: str = "dense", kernel: int
 class DALLE(nn.Module):
     """Transformer over [text, image] tokens; `vae` is the frozen image tokenizer."""
 
-    def __init__(self, vae, d=128, n_layers=4, n_heads=4, text_len=20, layers="dense", grid=8, **_):
+    def __init__(self, vae, d=128, n_layers=4, n_heads=4, text_len=20, layers="dense", grid=8):
         super().__init__()
         self.vae = vae.requires_grad_(False)
         self.tok = tokenizer.Tokenizer(context_length=text_len)
@@ -252,8 +260,10 @@ def evaluate(model, temperatures=(1.0, 0.5), top_k=None, seed=0, prompts=None):
 
 
 def build(cfg: dict) -> DALLE:
-    grid = cfg["tokenizer"]["res"] // 4  # the tokenizer downsamples by 4 per side
-    return DALLE(vqvae.get_vqvae(cfg=cfg["tokenizer"]), grid=grid, **cfg)
+    model = dict(cfg["model"])
+    tokens = model.pop("tokenizer")
+    grid = tokens["data"]["res"] // 4  # the tokenizer downsamples by 4 per side
+    return DALLE(vqvae.get_vqvae(cfg=tokens), grid=grid, **model)
 
 
 @torch.no_grad()
@@ -270,11 +280,11 @@ def tokenize_dataset(model: DALLE, n: int, seed: int = 0, batch: int = 1000):
 
 def train_model(model: DALLE, cfg: dict, path, live_plot: bool = True):
     model.vae.eval()
-    text, image = tokenize_dataset(model, cfg["n_train"], cfg["seed"])
+    text, image = tokenize_dataset(model, cfg["data"]["n_train"], cfg["seed"])
     dev = config.device()
 
     def batch_fn(step, gen):
-        idx = torch.randint(0, len(text), (cfg["batch"],), generator=gen)
+        idx = torch.randint(0, len(text), (cfg["train"]["batch"],), generator=gen)
         return text[idx].to(dev), image[idx].to(dev)
 
     return train.fit_config(
@@ -297,47 +307,30 @@ def get_dalle(retrain: bool = False, cfg: dict | None = None) -> DALLE:
     return model
 
 
-# --- command line ---------------------------------------------------------------------------
+# --- the recipe --------------------------------------------------------------------------------
 
 
-def cli_train(args):
-    model = get_dalle(retrain=args.retrain)
-    print(
-        f"DALL-E ready: {sum(p.numel() for p in model.parameters() if p.requires_grad):,} "
-        "trainable parameters"
-    )
-
-
-def cli_sample(args):
+def _sampler(prompt: str, temperature: float = 1.0, top_k: int | None = None):
     model = get_dalle()
-
-    def draw(start, n):  # the seeds `generate` gives these prompts when drawn in one call
-        return generate(model, [args.prompt] * n, args.temperature, args.top_k, args.seed + start)
-
-    paths = plot.save_batches(draw, args.n, args.out, "dalle")
-    print(f"{len(paths)} samples of {args.prompt!r} in {args.out}")
+    return lambda n, seed: generate(model, [prompt] * n, temperature, top_k, seed)
 
 
-def cli_evaluate(args):
-    import json
-
-    table = evaluate(get_dalle(), seed=args.seed, top_k=args.top_k)
-    if args.json:
-        print(json.dumps(table))
-        return
-    facts = ["color", "shape", "size", "position", "binding", "relation", "all"]
-    print(f"{'':26s}" + "".join(f"{f:>9s}" for f in facts))
-    for name, row in table.items():
-        print(
-            f"{name:26s}" + "".join(f"{row[f]:9.2f}" if f in row else f"{'-':>9s}" for f in facts)
-        )
-
-
-def add_cli_arguments(command, parser):
-    if command == "train":
-        parser.add_argument("--retrain", action="store_true")
-    if command == "sample":
-        parser.add_argument("--prompt", required=True)
-        parser.add_argument("--temperature", type=float, default=1.0)
-    if command in ("sample", "evaluate"):
-        parser.add_argument("--top-k", dest="top_k", type=int, default=None)
+RECIPES = {
+    "dalle": recipe.Recipe(
+        config=default_config,
+        build=build,
+        train=train_model,
+        load=get_dalle,
+        describe=lambda model: f"DALL-E: {count_parameters(model):,} trainable parameters",
+        sampler=_sampler,
+        evaluate=lambda seed, top_k=None: evaluate(get_dalle(), seed=seed, top_k=top_k),
+        options={
+            "sample": {
+                "--prompt": dict(required=True),
+                "--temperature": dict(type=float, default=1.0),
+                "--top-k": dict(type=int, default=None),
+            },
+            "evaluate": {"--top-k": dict(type=int, default=None)},
+        },
+    )
+}

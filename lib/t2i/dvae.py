@@ -12,6 +12,8 @@ conv from K channels; its weight is the codebook). The loss is the negative evid
 The paper's pixel likelihood is the logit-Laplace distribution (appendix A.3): pixels are squeezed
 into [eps, 1 - eps] (eps = 0.1) and modelled by a Laplace distribution in logit space, whose
 support is (0, 1) like the pixels'. `logit_laplace_nll` implements it (recon="laplace").
+
+Serves notebook 01.
 """
 
 from __future__ import annotations
@@ -22,27 +24,37 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import autoencoder, checkpoint, config, plot, train
+from . import autoencoder, checkpoint, config, recipe, train
 
 EPS = 0.1  # the logit-Laplace squeeze of DALL-E
 
 
 def default_config(**overrides) -> dict:
-    cfg = config.pick(
-        smoke=dict(warmup=5, K=32, dim=16, width=16, steps=30, batch=16, n_train=512),
-        cpu=dict(warmup=100, K=128, dim=32, width=64, steps=550, batch=64, n_train=20_000),
-        gpu=dict(warmup=500, K=512, dim=64, width=128, steps=20_000, batch=128, n_train=100_000),
-    ) | dict(
-        seed=0,
-        lr=2e-3,
-        kl_weight=5e-3,  # beta
-        kl_warmup=0.2,  # fraction of the run over which beta grows from 0
-        tau_start=1.0,
-        tau_end=1 / 16,  # annealed geometrically over the run; tau_end = tau_start: no annealing
-        recon="mse",
-        res=config.image_size(),
+    """The dVAE of the active profile; overrides go to the section that holds each key."""
+    size = config.pick(
+        smoke=dict(K=32, dim=16, width=16),
+        cpu=dict(K=128, dim=32, width=64),
+        gpu=dict(K=512, dim=64, width=128),
     )
-    return cfg | overrides
+    cfg = dict(
+        seed=0,
+        model=size | dict(recon="mse"),  # recon: "mse", or "laplace" (the paper's likelihood)
+        train=config.pick(
+            smoke=dict(steps=30, batch=16, warmup=5),
+            cpu=dict(steps=450, batch=64, warmup=100),
+            gpu=dict(steps=20_000, batch=128, warmup=500),
+        )
+        | dict(
+            lr=2e-3,
+            kl_weight=5e-3,  # beta
+            kl_warmup=0.2,  # fraction of the run over which beta grows from 0
+            tau_start=1.0,
+            tau_end=1
+            / 16,  # annealed geometrically over the run; tau_end = tau_start: no annealing
+        ),
+        data=dict(n_train=config.pick(smoke=512, cpu=20_000, gpu=100_000), res=config.image_size()),
+    )
+    return recipe.sections(cfg, **overrides)
 
 
 # --- the pieces, as functions ---------------------------------------------------------------
@@ -95,7 +107,7 @@ def logit_laplace_nll(x01, mu, log_b, eps: float = EPS):
 class DVAE(nn.Module):
     """Encoder -> K logits per cell -> (relaxed) one-hot -> codebook mixture -> decoder."""
 
-    def __init__(self, K=128, dim=32, width=64, recon="mse", steps=1, **_):
+    def __init__(self, K=128, dim=32, width=64, recon="mse", steps=1):
         super().__init__()
         self.K, self.recon = K, recon
         self.encoder = autoencoder.Encoder(K, width)
@@ -139,7 +151,8 @@ class DVAE(nn.Module):
         return self.decode(self.mix(gumbel_softmax(self.encode(x), tau)))
 
     def loss(self, x, step: int, steps: int, cfg: dict):
-        """Negative ELB: reconstruction + beta(step) * KL to the uniform prior."""
+        """Negative ELB: reconstruction + beta(step) * KL to the uniform prior (cfg: the train
+        section of the config)."""
         tau = temperature(step, steps, cfg["tau_start"], cfg["tau_end"])
         beta = cfg["kl_weight"] * min(1.0, step / max(1, cfg["kl_warmup"] * steps))
         logits = self.encode(x)
@@ -157,17 +170,17 @@ class DVAE(nn.Module):
 
 
 def build(cfg: dict) -> DVAE:
-    return DVAE(**cfg)
+    return DVAE(**cfg["model"], steps=cfg["train"]["steps"])
 
 
 def train_model(model: DVAE, cfg: dict, path, live_plot: bool = True, desc: str = "dVAE"):
-    batch_fn = autoencoder.image_batches(cfg["n_train"], cfg["batch"], cfg["res"], cfg["seed"])
+    batch_fn = autoencoder.image_batches(cfg)
     model.to(memory_format=torch.channels_last)
-    dev = config.device()
+    dev, schedule = config.device(), cfg["train"]
     return train.fit_config(
         model,
         lambda m, b: m.loss(
-            b[0].to(dev, memory_format=torch.channels_last), b[1], cfg["steps"], cfg
+            b[0].to(dev, memory_format=torch.channels_last), b[1], schedule["steps"], schedule
         ),
         batch_fn,
         path=path,
@@ -184,26 +197,6 @@ def get_dvae(retrain: bool = False, cfg: dict | None = None) -> DVAE:
     return model.requires_grad_(False)
 
 
-# --- command line ---------------------------------------------------------------------------
+# --- the recipe --------------------------------------------------------------------------------
 
-
-def cli_train(args):
-    print(autoencoder.summary(get_dvae(retrain=getattr(args, "retrain", False)), "dVAE"))
-
-
-def cli_sample(args):
-    model = get_dvae()
-    data = autoencoder.held_out_renders(args.n, seed=args.seed)
-    paths = plot.save_batches(
-        lambda start, n: model(data.tensor(slice(start, start + n))), args.n, args.out, "dvae"
-    )
-    print(f"{len(paths)} reconstructions in {args.out}")
-
-
-def cli_evaluate(args):
-    autoencoder.print_evaluation(get_dvae(), args.seed, args.json)
-
-
-def add_cli_arguments(command, parser):
-    if command == "train":
-        parser.add_argument("--retrain", action="store_true")
+RECIPES = {"dvae": autoencoder.recipe("dVAE", default_config, build, train_model, get_dvae)}

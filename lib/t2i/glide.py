@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, clip, config, judge, plot, shapes, train
+from . import checkpoint, clip, config, judge, label_diffusion, plot, recipe, shapes, train
 from .diffusion import GaussianDiffusion, classifier_free, gradient_guidance
 from .nn import Block
 from .stats import Rate
@@ -65,22 +65,32 @@ class Text2Im(nn.Module):
 
     extra_channels = 0
 
-    def __init__(self, cfg: dict):
+    def __init__(
+        self,
+        res: int,
+        ch: int,
+        mults,
+        blocks: int,
+        attn_res,
+        heads: int,
+        text_width: int,
+        text_layers: int,
+        coords: bool,
+    ):
         super().__init__()
-        d = cfg["text_width"]
-        self.res = cfg["res"]
-        self.text = TextEncoder(d, cfg["text_layers"], cfg["heads"])
+        self.res = res
+        self.text = TextEncoder(text_width, text_layers, heads)
         self.unet = UNet(
-            res=cfg["res"],
+            res=res,
             in_ch=3 + self.extra_channels,
-            ch=cfg["ch"],
-            mults=tuple(cfg["mults"]),
-            blocks=cfg["blocks"],
-            attn_res=tuple(cfg["attn_res"]),
-            heads=cfg["heads"],
-            cond_dim=d,
-            context_dim=d,
-            coords=cfg["coords"],
+            ch=ch,
+            mults=tuple(mults),
+            blocks=blocks,
+            attn_res=tuple(attn_res),
+            heads=heads,
+            cond_dim=text_width,
+            context_dim=text_width,
+            coords=coords,
         )
 
     def inputs(self, x):
@@ -116,39 +126,34 @@ class Inpainter(Text2Im):
 
 
 def base_config(**overrides) -> dict:
-    """The base text-to-image model (16x16 on the cpu profile, as 05's label model)."""
-    cfg = dict(
-        seed=0,
-        res=config.pick(smoke=16, cpu=16, gpu=32),
+    """Notebook 05's label model (`label_diffusion.model_config`) with a caption in place of the
+    label: the same U-Net, schedule and training, a text transformer beside it, and twice the
+    steps of noise, training steps and scenes (one and two objects, full and partial captions);
+    16x16 on the cpu profile. Overrides go to the section that holds each key."""
+    cfg = label_diffusion.model_config(
+        T=config.pick(smoke=100, cpu=500, gpu=1000),
+        steps=config.pick(smoke=30, cpu=1350, gpu=20_000),
         n_train=config.pick(smoke=2_000, cpu=40_000, gpu=100_000),
-        counts=[1, 2],
-        count_probs=[1, 1],
-        p_partial=0.5,
-        p_empty=0.2,
-        ch=config.pick(smoke=8, cpu=32, gpu=64),
-        mults=config.pick(smoke=[1, 2], cpu=[1, 2], gpu=[1, 2, 2]),
-        blocks=1,
-        attn_res=[8],
+    )
+    del cfg["train"]["p_null"]
+    cfg["model"] |= dict(
         heads=4,
         text_width=config.pick(smoke=16, cpu=64, gpu=128),
         text_layers=config.pick(smoke=1, cpu=2, gpu=3),
         coords=True,
-        T=config.pick(smoke=100, cpu=500, gpu=1000),
-        schedule="cosine",
-        prediction="eps",
-        min_snr=5.0,  # Min-SNR-gamma weighting (Hang et al. 2023), as notebook 05's model
-        steps=config.pick(smoke=30, cpu=1350, gpu=20_000),
-        batch=config.pick(smoke=16, cpu=64, gpu=128),
-        lr=2e-3,
-        warmup=config.pick(smoke=5, cpu=100, gpu=500),
-        ema=config.pick(smoke=None, cpu=0.995, gpu=0.999),
     )
-    cfg.update(overrides)
-    return cfg
+    cfg["train"]["p_empty"] = 0.2  # captions emptied for classifier-free guidance
+    cfg["data"] |= dict(counts=[1, 2], count_probs=[1, 1], p_partial=0.5)
+    return recipe.sections(cfg, **overrides)
 
 
 def diffusion_of(cfg: dict) -> GaussianDiffusion:
-    return GaussianDiffusion(cfg["T"], cfg["schedule"], cfg.get("prediction", "eps"))
+    """The diffusion process a config's model is trained for."""
+    return GaussianDiffusion(**cfg["diffusion"])
+
+
+def build_base(cfg: dict) -> Text2Im:
+    return Text2Im(cfg["data"]["res"], **cfg["model"])
 
 
 # --- training data ------------------------------------------------------------------------------
@@ -171,8 +176,9 @@ def _batches(cfg: dict, dev, res_list, centres: bool = False):
     """batch_fn giving (images at each res in res_list..., tokens) with captions emptied at
     rate p_empty; with centres=True also (B, 2), the centre (x, y) of one object of each
     scene, drawn at random."""
+    data, batch_size, p_empty = cfg["data"], cfg["train"]["batch"], cfg["train"]["p_empty"]
     s, captions = captioned_scenes(
-        cfg["n_train"], cfg["seed"], cfg["p_partial"], cfg["counts"], cfg["count_probs"]
+        data["n_train"], cfg["seed"], data["p_partial"], data["counts"], data["count_probs"]
     )
     images = [shapes.render_tensor(s, r) for r in res_list]
     tokens, empty = TOKENIZER(captions), TOKENIZER(EMPTY)[0]
@@ -180,9 +186,9 @@ def _batches(cfg: dict, dev, res_list, centres: bool = False):
     count = torch.from_numpy(s.count)
 
     def batch_fn(step, gen):
-        idx = torch.randint(0, len(tokens), (cfg["batch"],), generator=gen)
+        idx = torch.randint(0, len(tokens), (batch_size,), generator=gen)
         tok = tokens[idx].clone()
-        tok[torch.rand(len(idx), generator=gen) < cfg["p_empty"]] = empty
+        tok[torch.rand(len(idx), generator=gen) < p_empty] = empty
         batch = [x[idx].to(dev) for x in images] + [tok.to(dev)]
         if centres:
             j = (torch.rand(len(idx), generator=gen) * count[idx]).long()
@@ -193,19 +199,19 @@ def _batches(cfg: dict, dev, res_list, centres: bool = False):
 
 
 def train_base(model: Text2Im, cfg: dict, path=None, **fit_kwargs):
-    """Fit eps(x_t, t, caption) with L_simple, Min-SNR weighted where cfg["min_snr"] is set (fp32:
-    see label_diffusion.train_model)."""
-    diffusion = diffusion_of(cfg)
+    """Fit eps(x_t, t, caption) with L_simple, Min-SNR weighted where the train section's min_snr
+    is set (fp32: see label_diffusion.train_model)."""
+    diffusion, min_snr = diffusion_of(cfg), cfg["train"]["min_snr"]
 
     def loss_fn(m, batch):
         x, tok = batch
-        return diffusion.loss(m, x, min_snr=cfg["min_snr"], tokens=tok)
+        return diffusion.loss(m, x, min_snr=min_snr, tokens=tok)
 
     dev = next(model.parameters()).device
     return train.fit_config(
         model,
         loss_fn,
-        _batches(cfg, dev, [cfg["res"]]),
+        _batches(cfg, dev, [cfg["data"]["res"]]),
         path=path,
         cfg=cfg,
         desc="GLIDE base",
@@ -217,7 +223,7 @@ def train_base(model: Text2Im, cfg: dict, path=None, **fit_kwargs):
 def load_base(cfg: dict | None = None, retrain: bool = False):
     """(model, diffusion): GLIDE's base model from the cache, or trained now."""
     cfg = cfg or base_config()
-    model = checkpoint.load_or_train("glide_base", cfg, Text2Im, train_base, retrain)
+    model = checkpoint.load_or_train("glide_base", cfg, build_base, train_base, retrain)
     return model, diffusion_of(cfg)
 
 
@@ -227,24 +233,24 @@ def upsampler_config(**overrides) -> dict:
     cfg = base_config(
         seed=3,
         res=config.pick(smoke=8, cpu=16, gpu=32),  # the training crop
-        out_res=config.pick(smoke=16, cpu=32, gpu=64),
         coords=False,  # crops: the low-resolution image says where things are
         p_empty=0.1,
         steps=config.pick(smoke=20, cpu=300, gpu=10_000),
-        low_res_noise=0.05,
     )
-    cfg.update(overrides)
-    return cfg
+    cfg["data"]["out_res"] = config.pick(smoke=16, cpu=32, gpu=64)
+    cfg["train"]["low_res_noise"] = 0.05
+    return recipe.sections(cfg, **overrides)
 
 
 def train_upsampler(model: Upsampler, cfg: dict, path=None, **fit_kwargs):
     """Fit eps(x_t, t, caption, low_res) on crops: a random window of the full-resolution image
     and the window of the low-resolution image it comes from, lightly noised so that the model
-    tolerates the base model's imperfect samples (and blurred, where cfg["blur"] is set)."""
-    diffusion = diffusion_of(cfg)
+    tolerates the base model's imperfect samples (and blurred, where the train section's blur is
+    set)."""
+    diffusion, schedule = diffusion_of(cfg), cfg["train"]
     dev = next(model.parameters()).device
-    big, small = cfg["out_res"], cfg["out_res"] // 2
-    crop = cfg["res"]
+    big, small = cfg["data"]["out_res"], cfg["data"]["out_res"] // 2
+    crop = cfg["data"]["res"]
     batches = _batches(cfg, dev, [big, small])
 
     def loss_fn(m, batch):
@@ -252,11 +258,11 @@ def train_upsampler(model: Upsampler, cfg: dict, path=None, **fit_kwargs):
         oy, ox = (2 * int(v) for v in torch.randint(0, (big - crop) // 2 + 1, (2,)))
         hi = hi[:, :, oy : oy + crop, ox : ox + crop]
         lo = lo[:, :, oy // 2 : (oy + crop) // 2, ox // 2 : (ox + crop) // 2]
-        if cfg.get("blur"):  # unCLIP's corruption: a Gaussian blur of random width
-            lo = judge.blur(lo, float(torch.empty(()).uniform_(0.1, cfg["blur"])))
+        if schedule.get("blur"):  # unCLIP's corruption: a Gaussian blur of random width
+            lo = judge.blur(lo, float(torch.empty(()).uniform_(0.1, schedule["blur"])))
         level = torch.rand(len(lo), 1, 1, 1, device=lo.device)
-        lo = lo + cfg["low_res_noise"] * level * torch.randn_like(lo)
-        return diffusion.loss(m, hi, min_snr=cfg["min_snr"], tokens=tok, low_res=lo)
+        lo = lo + schedule["low_res_noise"] * level * torch.randn_like(lo)
+        return diffusion.loss(m, hi, min_snr=schedule["min_snr"], tokens=tok, low_res=lo)
 
     return train.fit_config(
         model,
@@ -271,8 +277,8 @@ def train_upsampler(model: Upsampler, cfg: dict, path=None, **fit_kwargs):
 
 
 def build_upsampler(cfg: dict) -> Upsampler:
-    model = Upsampler(cfg)
-    model.res = cfg["out_res"]
+    model = Upsampler(cfg["data"]["res"], **cfg["model"])
+    model.res = cfg["data"]["out_res"]
     return model
 
 
@@ -293,18 +299,19 @@ def inpainter_config(**overrides) -> dict:
     masks alone put the object back in 0.135 [0.08, 0.22] of them, these three changes in
     0.208 [0.14, 0.30]; the naive method, in CI, 0.344 [0.26, 0.44]."""
     cfg = dict(
-        base=base_config(),
         seed=4,
-        p_object=0.5,
-        erased_only=True,
-        min_snr=5.0,  # as the base model
-        steps=config.pick(smoke=20, cpu=250, gpu=5_000),
-        lr=1e-3,
-        warmup=config.pick(smoke=5, cpu=50, gpu=200),
-        ema=config.pick(smoke=None, cpu=0.99, gpu=0.999),
+        model=dict(base=base_config()),
+        train=dict(
+            erased_only=True,
+            min_snr=5.0,  # as the base model
+            steps=config.pick(smoke=20, cpu=250, gpu=5_000),
+            lr=1e-3,
+            warmup=config.pick(smoke=5, cpu=50, gpu=200),
+            ema=config.pick(smoke=None, cpu=0.99, gpu=0.999),
+        ),
+        data=dict(p_object=0.5),
     )
-    cfg.update(overrides)
-    return cfg
+    return recipe.sections(cfg, **overrides)
 
 
 def random_masks(n: int, res: int, gen: torch.Generator) -> torch.Tensor:
@@ -340,8 +347,9 @@ def build_inpainter(cfg: dict) -> Inpainter:
     """An Inpainter that starts as the base model: its weights copied, the 4 new input channels
     starting at zero (so it begins by ignoring them, as GLIDE's fine-tuning does). The input
     channels are [x_t, masked image, mask, coordinates]."""
-    model = Inpainter(cfg["base"])
-    base, _ = load_base(cfg["base"])
+    base_cfg = cfg["model"]["base"]
+    model = Inpainter(base_cfg["data"]["res"], **base_cfg["model"])
+    base, _ = load_base(base_cfg)
     state = base.state_dict()
     w = state["unet.encoder.inp.weight"]
     new = w.new_zeros(w.shape[0], 4, *w.shape[2:])
@@ -351,7 +359,7 @@ def build_inpainter(cfg: dict) -> Inpainter:
 
 
 def train_inpainter(model: Inpainter, cfg: dict, path=None, **fit_kwargs):
-    base = cfg["base"]
+    base, schedule = cfg["model"]["base"], cfg["train"]
     diffusion = diffusion_of(base)
     dev = next(model.parameters()).device
     mask_gen = torch.Generator().manual_seed(cfg["seed"])
@@ -360,19 +368,19 @@ def train_inpainter(model: Inpainter, cfg: dict, path=None, **fit_kwargs):
         x, tok, centres = batch
         res = x.shape[-1]
         mask = random_masks(len(x), res, mask_gen)
-        whole = torch.rand(len(x), generator=mask_gen) < cfg["p_object"]
+        whole = torch.rand(len(x), generator=mask_gen) < cfg["data"]["p_object"]
         half = res * (0.15 + 0.15 * torch.rand(len(x), generator=mask_gen))
         mask[whole] = square_masks(centres[whole].cpu(), half[whole], res)
         mask = mask.to(dev)
-        where = 1 - mask if cfg["erased_only"] else None
+        where = 1 - mask if schedule["erased_only"] else None
         return diffusion.loss(
-            m, x, min_snr=cfg["min_snr"], where=where, tokens=tok, image=x, mask=mask
+            m, x, min_snr=schedule["min_snr"], where=where, tokens=tok, image=x, mask=mask
         )
 
     return train.fit_config(
         model,
         loss_fn,
-        _batches({**base, "seed": cfg["seed"]}, dev, [base["res"]], centres=True),
+        _batches({**base, "seed": cfg["seed"]}, dev, [base["data"]["res"]], centres=True),
         path=path,
         cfg=cfg,
         desc="GLIDE inpainting",
@@ -386,7 +394,7 @@ def load_inpainter(cfg: dict | None = None, retrain: bool = False):
     model = checkpoint.load_or_train(
         "glide_inpaint", cfg, build_inpainter, train_inpainter, retrain
     )
-    return model, diffusion_of(cfg["base"])
+    return model, diffusion_of(cfg["model"]["base"])
 
 
 # --- sampling -----------------------------------------------------------------------------------
@@ -494,12 +502,10 @@ class NoisedImageEncoder(nn.Module):
 class NoisedCLIP(nn.Module):
     """A CLIP (t2i.clip) whose image encoder sees noised images x_t with their timestep."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, res: int, ch: int, mults, d: int, layers: int, embed: int):
         super().__init__()
-        self.image = NoisedImageEncoder(cfg["res"], cfg["ch"], cfg["mults"], cfg["embed"])
-        self.text = clip.TextEncoder(
-            len(TOKENIZER), TOKENIZER.context_length, cfg["d"], cfg["layers"], 4, cfg["embed"]
-        )
+        self.image = NoisedImageEncoder(res, ch, mults, embed)
+        self.text = clip.TextEncoder(len(TOKENIZER), TOKENIZER.context_length, d, layers, 4, embed)
         self.log_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
 
     def encode_image(self, x, t):
@@ -516,28 +522,37 @@ class NoisedCLIP(nn.Module):
 
 
 def noised_clip_config(**overrides) -> dict:
+    """The noised CLIP of CLIP guidance: its images are the base model's x_t at every t."""
     cfg = dict(
         seed=2,
-        res=config.pick(smoke=16, cpu=16, gpu=32),
-        n_train=config.pick(smoke=2_000, cpu=40_000, gpu=100_000),
-        counts=[1, 2],
-        count_probs=[1, 1],
-        p_partial=0.5,
-        p_empty=0.0,
-        ch=config.pick(smoke=8, cpu=32, gpu=64),
-        mults=[1, 2],
-        d=config.pick(smoke=32, cpu=64, gpu=128),
-        layers=2,
-        embed=config.pick(smoke=32, cpu=64, gpu=128),
-        T=config.pick(smoke=100, cpu=500, gpu=1000),
-        schedule="cosine",
-        steps=config.pick(smoke=30, cpu=350, gpu=4000),
-        batch=config.pick(smoke=16, cpu=128, gpu=256),
-        lr=2e-3,
-        warmup=config.pick(smoke=5, cpu=50, gpu=200),
+        model=dict(
+            ch=config.pick(smoke=8, cpu=32, gpu=64),
+            mults=[1, 2],
+            d=config.pick(smoke=32, cpu=64, gpu=128),
+            layers=2,
+            embed=config.pick(smoke=32, cpu=64, gpu=128),
+        ),
+        diffusion=dict(T=config.pick(smoke=100, cpu=500, gpu=1000), schedule="cosine"),
+        train=dict(
+            p_empty=0.0,
+            steps=config.pick(smoke=30, cpu=350, gpu=4000),
+            batch=config.pick(smoke=16, cpu=128, gpu=256),
+            lr=2e-3,
+            warmup=config.pick(smoke=5, cpu=50, gpu=200),
+        ),
+        data=dict(
+            res=config.pick(smoke=16, cpu=16, gpu=32),
+            n_train=config.pick(smoke=2_000, cpu=40_000, gpu=100_000),
+            counts=[1, 2],
+            count_probs=[1, 1],
+            p_partial=0.5,
+        ),
     )
-    cfg.update(overrides)
-    return cfg
+    return recipe.sections(cfg, **overrides)
+
+
+def build_noised_clip(cfg: dict) -> NoisedCLIP:
+    return NoisedCLIP(cfg["data"]["res"], **cfg["model"])
 
 
 def train_noised_clip(model: NoisedCLIP, cfg: dict, path=None, **fit_kwargs):
@@ -557,7 +572,7 @@ def train_noised_clip(model: NoisedCLIP, cfg: dict, path=None, **fit_kwargs):
     return train.fit_config(
         model,
         loss_fn,
-        _batches(cfg, dev, [cfg["res"]]),
+        _batches(cfg, dev, [cfg["data"]["res"]]),
         path=path,
         cfg=cfg,
         desc="noised CLIP",
@@ -568,7 +583,9 @@ def train_noised_clip(model: NoisedCLIP, cfg: dict, path=None, **fit_kwargs):
 
 def load_noised_clip(cfg: dict | None = None, retrain: bool = False) -> NoisedCLIP:
     cfg = cfg or noised_clip_config()
-    return checkpoint.load_or_train("noised_clip", cfg, NoisedCLIP, train_noised_clip, retrain)
+    return checkpoint.load_or_train(
+        "noised_clip", cfg, build_noised_clip, train_noised_clip, retrain
+    )
 
 
 def clip_grad(noised_clip: NoisedCLIP, prompts: list[str], scale: float):
@@ -653,67 +670,91 @@ def _edge_jump(x, masks) -> torch.Tensor:
     return torch.cat(jumps).mean()
 
 
-# --- command line -------------------------------------------------------------------------------
-
-PARTS = {  # the models `python -m t2i train NAME` loads or trains
-    "glide": load_base,
-    "glide-upsampler": load_upsampler,
-    "glide-inpaint": load_inpainter,
-    "noised-clip": load_noised_clip,
-}
+# --- the recipes -------------------------------------------------------------------------------
 
 
-def add_cli_arguments(command, parser):
-    if command == "sample":
-        parser.add_argument("--prompt", default="a red circle above a blue square")
-        parser.add_argument("--guidance", default="cfg", choices=["none", "cfg", "clip"])
-        parser.add_argument("--scale", type=float, default=3.0)
-        parser.add_argument("--steps", type=int, default=25)
-        parser.add_argument("--upsample", action="store_true", help="2x with the upsampler")
-    if command == "evaluate":
-        parser.add_argument("--n", type=int, default=96, help="prompts per set")
-        parser.add_argument("--scale", type=float, default=3.0)
+def file_prefix(prompt: str, **_) -> str:
+    """Sample files' name for a prompt: its words as the tokenizer reads them, joined by _."""
+    words = TOKENIZER.decode(TOKENIZER.encode(prompt)).replace(",", "").replace(" ", "_")
+    return words or "empty"
 
 
-def cli_sample(args):
+def _sampler(prompt="a red circle above a blue square", guidance="cfg", scale=3.0, steps=25,
+             upsampled=False):  # fmt: skip
     model, diffusion = load_base()
-    noised_clip = load_noised_clip() if args.guidance == "clip" else None
-    upsampler = load_upsampler() if args.upsample else None
+    noised_clip = load_noised_clip() if guidance == "clip" else None
+    upsampler = load_upsampler() if upsampled else None
 
-    def draw(start, n):  # seed + start: n <= 256 gives what one call gives
-        prompts, seed = [args.prompt] * n, args.seed + start
-        x = sample(
-            model,
-            diffusion,
-            prompts,
-            args.guidance,
-            args.scale,
-            args.steps,
-            seed=seed,
-            noised_clip=noised_clip,
-        )
+    def draw(n, seed):
+        prompts = [prompt] * n
+        x = sample(model, diffusion, prompts, guidance, scale, steps, seed=seed,
+                   noised_clip=noised_clip)  # fmt: skip
         if upsampler is not None:
-            x = upsample(*upsampler, x, prompts, steps=args.steps, seed=seed)
+            x = upsample(*upsampler, x, prompts, steps=steps, seed=seed)
         return x
 
-    name = TOKENIZER.decode(TOKENIZER.encode(args.prompt)).replace(",", "").replace(" ", "_")
-    paths = plot.save_batches(draw, args.n, args.out, name or "empty")
-    print(f"{len(paths)} samples of {args.prompt!r} in {args.out}/")
+    return draw
 
 
-def cli_evaluate(args):
+def _evaluation(seed: int, n: int = 96, scale: float = 3.0) -> dict:
+    """The judge on the four prompt sets of notebook 06 (one and two objects, full and short)."""
     model, diffusion = load_base()
     sets = {
-        "one object, full": prompt_set(args.n, 11),
-        "one object, short": prompt_set(args.n, 12, partial=True),
-        "two objects, full": prompt_set(args.n, 13, counts=(2,)),
-        "two objects, short": prompt_set(args.n, 14, counts=(2,), partial=True),
+        "one object, full": prompt_set(n, 11),
+        "one object, short": prompt_set(n, 12, partial=True),
+        "two objects, full": prompt_set(n, 13, counts=(2,)),
+        "two objects, short": prompt_set(n, 14, counts=(2,), partial=True),
     }
-    rows = {
-        name: evaluate(sample(model, diffusion, ps, "cfg", args.scale, seed=args.seed), ps)
+    return {
+        name: evaluate(sample(model, diffusion, ps, "cfg", scale, seed=seed), ps)
         for name, ps in sets.items()
     }
-    plot.print_table(rows, args.json)
+
+
+RECIPES = {
+    "glide": recipe.Recipe(
+        config=base_config,
+        build=build_base,
+        train=train_base,
+        load=load_base,
+        sampler=_sampler,
+        evaluate=_evaluation,
+        options={
+            "sample": {
+                "--prompt": dict(default="a red circle above a blue square"),
+                "--guidance": dict(default="cfg", choices=["none", "cfg", "clip"]),
+                "--scale": dict(type=float, default=3.0),
+                "--steps": dict(type=int, default=25),
+                "--upsample": dict(
+                    action="store_true", dest="upsampled", help="2x with the upsampler"
+                ),
+            },
+            "evaluate": {
+                "--n": dict(type=int, default=96, help="prompts per set"),
+                "--scale": dict(type=float, default=3.0),
+            },
+        },
+        prefix=file_prefix,
+    ),
+    "glide-upsampler": recipe.Recipe(
+        config=upsampler_config,
+        build=build_upsampler,
+        train=train_upsampler,
+        load=load_upsampler,
+    ),
+    "glide-inpaint": recipe.Recipe(
+        config=inpainter_config,
+        build=build_inpainter,
+        train=train_inpainter,
+        load=load_inpainter,
+    ),
+    "noised-clip": recipe.Recipe(
+        config=noised_clip_config,
+        build=build_noised_clip,
+        train=train_noised_clip,
+        load=load_noised_clip,
+    ),
+}
 
 
 def cli_inpaint(args):

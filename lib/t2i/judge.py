@@ -16,6 +16,8 @@ that differs from the background is clutter, and a clean image has almost none.
 Scoring a caption pairs each object it states with one readable object of the image, and reads
 every fact of that object (colour, shape, size, position) from its partner: "a red circle" holds
 only where one object is both red and a circle.
+
+Serves every notebook (notebook 00 introduces it).
 """
 
 from __future__ import annotations

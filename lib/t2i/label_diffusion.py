@@ -12,15 +12,13 @@ it to 32x32 in notebook 06); the judge reads 16x16 exactly.
 
 from __future__ import annotations
 
-import json
 import operator
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, config, judge, plot, shapes
+from . import checkpoint, config, judge, recipe, shapes
 from .diffusion import GaussianDiffusion, classifier_free, classifier_grad
 from .tokenizer import words
 from .train import fit_config
@@ -76,80 +74,94 @@ def caption_of(label: int) -> str:
 
 
 def model_config(**overrides) -> dict:
-    """The diffusion model's config for the active profile (plain dict; the cache key)."""
+    """The diffusion model's config for the active profile (its cache key); overrides go to the
+    section that holds each key. Beside model, train and data, a diffusion model's config has
+    the diffusion process it is trained for (`t2i.diffusion.GaussianDiffusion`'s arguments)."""
     cfg = dict(
         seed=0,
-        res=config.pick(smoke=16, cpu=16, gpu=32),
-        n_train=config.pick(smoke=2_000, cpu=20_000, gpu=50_000),
-        ch=config.pick(smoke=8, cpu=32, gpu=64),
-        mults=config.pick(smoke=[1, 2], cpu=[1, 2], gpu=[1, 2, 2]),
-        blocks=1,
-        attn_res=[8],
-        T=config.pick(smoke=100, cpu=250, gpu=1000),
-        schedule="cosine",
-        prediction="eps",
-        min_snr=5.0,  # Min-SNR-gamma loss weighting (Hang et al. 2023), gamma = 5
-        p_null=0.15,
-        steps=config.pick(smoke=30, cpu=550, gpu=20_000),
-        batch=config.pick(smoke=16, cpu=64, gpu=128),
-        lr=2e-3,
-        warmup=config.pick(smoke=5, cpu=100, gpu=500),
-        ema=config.pick(smoke=None, cpu=0.995, gpu=0.999),
+        model=dict(
+            ch=config.pick(smoke=8, cpu=32, gpu=64),
+            mults=config.pick(smoke=[1, 2], cpu=[1, 2], gpu=[1, 2, 2]),
+            blocks=1,
+            attn_res=[8],
+        ),
+        diffusion=dict(
+            T=config.pick(smoke=100, cpu=250, gpu=1000), schedule="cosine", prediction="eps"
+        ),
+        train=dict(
+            min_snr=5.0,  # Min-SNR-gamma loss weighting (Hang et al. 2023), gamma = 5
+            p_null=0.15,  # labels dropped for classifier-free guidance
+            steps=config.pick(smoke=30, cpu=550, gpu=20_000),
+            batch=config.pick(smoke=16, cpu=64, gpu=128),
+            lr=2e-3,
+            warmup=config.pick(smoke=5, cpu=100, gpu=500),
+            ema=config.pick(smoke=None, cpu=0.995, gpu=0.999),
+        ),
+        data=dict(
+            res=config.pick(smoke=16, cpu=16, gpu=32),
+            n_train=config.pick(smoke=2_000, cpu=20_000, gpu=50_000),
+        ),
     )
-    cfg.update(overrides)
-    return cfg
+    return recipe.sections(cfg, **overrides)
 
 
 def classifier_config(**overrides) -> dict:
     """The noise-aware classifier's config (smaller than the U-Net: down path only)."""
     cfg = dict(
         seed=1,
-        res=config.pick(smoke=16, cpu=16, gpu=32),
-        n_train=config.pick(smoke=2_000, cpu=20_000, gpu=50_000),
-        ch=config.pick(smoke=8, cpu=16, gpu=32),
-        mults=config.pick(smoke=[1, 2], cpu=[1, 2], gpu=[1, 2, 2]),
-        T=config.pick(smoke=100, cpu=250, gpu=1000),
-        schedule="cosine",
-        steps=config.pick(smoke=30, cpu=400, gpu=4000),
-        batch=config.pick(smoke=16, cpu=64, gpu=128),
-        lr=2e-3,
-        warmup=config.pick(smoke=5, cpu=50, gpu=200),
+        model=dict(
+            ch=config.pick(smoke=8, cpu=16, gpu=32),
+            mults=config.pick(smoke=[1, 2], cpu=[1, 2], gpu=[1, 2, 2]),
+        ),
+        diffusion=dict(T=config.pick(smoke=100, cpu=250, gpu=1000), schedule="cosine"),
+        train=dict(
+            steps=config.pick(smoke=30, cpu=400, gpu=4000),
+            batch=config.pick(smoke=16, cpu=64, gpu=128),
+            lr=2e-3,
+            warmup=config.pick(smoke=5, cpu=50, gpu=200),
+        ),
+        data=dict(
+            res=config.pick(smoke=16, cpu=16, gpu=32),
+            n_train=config.pick(smoke=2_000, cpu=20_000, gpu=50_000),
+        ),
     )
-    cfg.update(overrides)
-    return cfg
+    return recipe.sections(cfg, **overrides)
 
 
 def diffusion_of(cfg: dict) -> GaussianDiffusion:
-    return GaussianDiffusion(cfg["T"], cfg["schedule"], cfg.get("prediction", "eps"))
+    """The diffusion process a config's model is trained for."""
+    return GaussianDiffusion(**cfg["diffusion"])
 
 
 def dataset(cfg: dict):
-    """Single-object training scenes at cfg['res']: images in [-1, 1] and class labels."""
+    """Single-object training scenes of a config's data section: images in [-1, 1], labels."""
     ds = shapes.load_dataset(cfg["n_train"], res=cfg["res"], split="train", counts=(1,))
     labels = torch.from_numpy(ds.scenes.color[:, 0] * len(shapes.SHAPES) + ds.scenes.shape[:, 0])
     return ds.tensor(), labels.long()
 
 
 def _batches(cfg, dev):
-    x, y = dataset(cfg)
+    x, y = dataset(cfg["data"])
+    batch, p_null = cfg["train"]["batch"], cfg["train"].get("p_null")
 
     def batch_fn(step, gen):
-        idx = torch.randint(0, len(x), (cfg["batch"],), generator=gen)
+        idx = torch.randint(0, len(x), (batch,), generator=gen)
         xb, yb = x[idx], y[idx]
-        if "p_null" in cfg:  # drop labels for classifier-free guidance
-            yb = torch.where(torch.rand(len(yb), generator=gen) < cfg["p_null"], NULL, yb)
+        if p_null is not None:  # drop labels for classifier-free guidance
+            yb = torch.where(torch.rand(len(yb), generator=gen) < p_null, NULL, yb)
         return xb.to(dev), yb.to(dev)
 
     return batch_fn
 
 
 def build_model(cfg: dict) -> UNet:
+    m = cfg["model"]
     return UNet(
-        res=cfg["res"],
-        ch=cfg["ch"],
-        mults=tuple(cfg["mults"]),
-        blocks=cfg["blocks"],
-        attn_res=tuple(cfg["attn_res"]),
+        res=cfg["data"]["res"],
+        ch=m["ch"],
+        mults=tuple(m["mults"]),
+        blocks=m["blocks"],
+        attn_res=tuple(m["attn_res"]),
         n_classes=NULL,
     )
 
@@ -162,7 +174,7 @@ def train_model(model, cfg, path=None, amp=False, **fit_kwargs):
 
     def loss_fn(m, batch):
         x, y = batch
-        return diffusion.loss(m, x, min_snr=cfg["min_snr"], y=y)
+        return diffusion.loss(m, x, min_snr=cfg["train"]["min_snr"], y=y)
 
     return fit_config(
         model,
@@ -184,7 +196,8 @@ def load(cfg: dict | None = None, retrain: bool = False):
 
 
 def build_classifier(cfg: dict) -> NoisyClassifier:
-    return NoisyClassifier(NULL, res=cfg["res"], ch=cfg["ch"], mults=tuple(cfg["mults"]))
+    m = cfg["model"]
+    return NoisyClassifier(NULL, res=cfg["data"]["res"], ch=m["ch"], mults=tuple(m["mults"]))
 
 
 def train_classifier(model, cfg, path=None, amp=False, **fit_kwargs):
@@ -307,61 +320,57 @@ def _binary_entropy(p: float) -> float:
     return 0.0 if p in (0.0, 1.0) else float(-p * np.log2(p) - (1 - p) * np.log2(1 - p))
 
 
-# --- command line -------------------------------------------------------------------------------
+# --- the recipes -------------------------------------------------------------------------------
 
 
-def add_cli_arguments(command, parser):
-    if command == "sample":
-        parser.add_argument("--label", default="red circle", help='e.g. "red circle"')
-        parser.add_argument("--guidance", default="cfg", choices=GUIDANCE)
-        parser.add_argument("--scale", type=float, default=3.0)
-        parser.add_argument("--sampler", default="ddim", choices=SAMPLERS)
-        parser.add_argument("--steps", type=int, default=25)
-        parser.add_argument("--eta", type=float, default=0.0)
-    if command == "evaluate":
-        parser.add_argument("--n-per-class", type=int, default=8)
-        parser.add_argument("--scale", type=float, default=3.0)
+def _sampler(label="red circle", guidance="cfg", scale=3.0, sampler="ddim", steps=25, eta=0.0):
+    label = label_of(label)  # a bad label is named before any model is loaded or trained
+    model, diffusion = load()  # the course's model: a seed seeds the sampling, never the model
+    classifier = load_classifier() if guidance == "classifier" else None
+    return lambda n, seed: sample(
+        model, diffusion, [label] * n, guidance, scale, sampler, steps, eta, classifier, seed=seed
+    )
 
 
-def cli_train(args):
-    t0 = time.perf_counter()
-    load(model_config(seed=args.seed))
-    load_classifier()
-    print(f"diffusion U-Net and noisy classifier ready in {time.perf_counter() - t0:.0f} s")
-
-
-def cli_sample(args):
-    label = label_of(args.label)  # a bad label is named before any model is loaded or trained
-    model, diffusion = load()  # the course's model: --seed seeds the sampling, never the model
-    clf = load_classifier() if args.guidance == "classifier" else None
-
-    def draw(start, n):
-        return sample(
-            model,
-            diffusion,
-            [label] * n,
-            args.guidance,
-            args.scale,
-            args.sampler,
-            args.steps,
-            args.eta,
-            clf,
-            seed=args.seed + start,
-        )
-
-    paths = plot.save_batches(draw, args.n, args.out, args.label.replace(" ", "_"))
-    print(f"{len(paths)} samples of {args.label!r} in {args.out}/")
-
-
-def cli_evaluate(args):
-    model, diffusion = load()  # the course's model: --seed seeds the sampling, never the model
-    labels = balanced_labels(args.n_per_class)
+def _evaluation(seed: int, n_per_class: int = 8, scale: float = 3.0) -> dict:
+    """The judge and diversity of the conditional model alone and with CFG at `scale`."""
+    model, diffusion = load()
+    labels = balanced_labels(n_per_class)
     rows = {}
-    for name, guidance, scale in [("conditional", "none", 1.0), ("cfg", "cfg", args.scale)]:
-        x = sample(model, diffusion, labels, guidance, scale, steps=25, seed=args.seed)
-        rows[name] = {k: round(v, 4) for k, v in evaluate(x, labels).items()}
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for name, row in rows.items():
-            print(f"{name:12s} " + "  ".join(f"{k}={v}" for k, v in row.items()))
+    for name, guidance, w in [("conditional", "none", 1.0), ("cfg", "cfg", scale)]:
+        x = sample(model, diffusion, labels, guidance, w, steps=25, seed=seed)
+        rows[name] = evaluate(x, labels)
+    return rows
+
+
+RECIPES = {
+    "diffusion": recipe.Recipe(
+        config=model_config,
+        build=build_model,
+        train=train_model,
+        load=load,
+        sampler=_sampler,
+        evaluate=_evaluation,
+        options={
+            "sample": {
+                "--label": dict(default="red circle", help='e.g. "red circle"'),
+                "--guidance": dict(default="cfg", choices=GUIDANCE),
+                "--scale": dict(type=float, default=3.0),
+                "--sampler": dict(default="ddim", choices=SAMPLERS),
+                "--steps": dict(type=int, default=25),
+                "--eta": dict(type=float, default=0.0),
+            },
+            "evaluate": {
+                "--n-per-class": dict(type=int, default=8),
+                "--scale": dict(type=float, default=3.0),
+            },
+        },
+        prefix=lambda label="red circle", **_: label.replace(" ", "_"),
+    ),
+    "noisy-classifier": recipe.Recipe(
+        config=classifier_config,
+        build=build_classifier,
+        train=train_classifier,
+        load=load_classifier,
+    ),
+}

@@ -6,6 +6,8 @@ Attention can also read extra `context` tokens as keys and values, which is how 
 attention layer of its U-Net see the caption's tokens, and can keep the keys and values of the
 tokens it has seen in a `KVCache`, so that autoregressive sampling (DALL-E, unCLIP's prior) feeds
 only each new token instead of the whole prefix again.
+
+Serves notebooks 01-07.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ control point which way to move. Strokes are painted in order over the backgroun
 "over" operator:
 
     img <- (1 - alpha_s) * img + alpha_s * colour_s
+
+Serves notebook 04 (CLIPDraw).
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ Layout: the canvas is a 3x3 grid of cells; each object sits in its own cell (wit
 jitter), and objects in one scene never share a colour and never sit in neighbouring cells,
 so they never overlap. Some compositions are held out of every training split on purpose
 (see `HELD_OUT_PAIRS`, `HELD_OUT_COMBOS`): the toy version of DALL-E's avocado armchair.
+
+Serves every notebook (notebook 00 introduces it).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 The papers use byte-pair encodings (DALL-E: 16,384 BPE tokens, 256 text positions; CLIP: 49,152,
 76 positions + start/end). Our grammar has a few dozen words, so one token per word is enough and
 keeps every token readable. Sequences are [BOS, words..., EOS, PAD, ...] of a fixed length.
+
+Serves notebooks 00 and 02-07.
 """
 
 from __future__ import annotations

@@ -201,17 +201,19 @@ def fit(
 
 
 def fit_config(model, loss_fn, batch_fn, cfg: dict, path=None, desc="training", **kwargs):
-    """`fit` with the schedule a model's config names: steps, lr, warmup and seed, and ema and
-    weight_decay where the config has them (every recipe of the course trains this way)."""
+    """`fit` with the schedule of a recipe's config (`t2i.recipe`): steps, lr and warmup of its
+    train section, and ema and weight_decay where it has them, seeded by its seed (every model of
+    the course trains this way)."""
+    schedule = cfg["train"]
     return fit(
         model,
         loss_fn,
         batch_fn,
-        cfg["steps"],
-        lr=cfg["lr"],
-        warmup=cfg["warmup"],
-        weight_decay=cfg.get("weight_decay", 0.0),
-        ema=cfg.get("ema"),
+        schedule["steps"],
+        lr=schedule["lr"],
+        warmup=schedule["warmup"],
+        weight_decay=schedule.get("weight_decay", 0.0),
+        ema=schedule.get("ema"),
         seed=cfg["seed"],
         path=path,
         cfg=cfg,

@@ -3,6 +3,8 @@ neurons"; CLIP paper sec. 7: an apple labelled "iPod" is read as an iPod).
 
 A tiny hand-made bitmap font (3 x 5 pixels per letter, one pixel between letters) stamps a word
 in dark ink onto a shapes-world image. Ink is not a palette colour, so the judge ignores it.
+
+Serves notebooks 03 and 07.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, clip, config, glide, judge, plot, shapes, train, typography
+from . import checkpoint, clip, config, glide, judge, plot, recipe, shapes, train, typography
 from .diffusion import GaussianDiffusion, classifier_free
 from .nn import Block, KVCache, timestep_embedding
 from .stats import Rate
@@ -72,6 +72,12 @@ def paired_data(n: int, p_partial: float, res: int, seed: int):
     return dict(images=x, tokens=tokens, z_img=z_img, z_txt=z_txt.cpu(), captions=captions)
 
 
+def pairs_of(cfg: dict) -> dict:
+    """`paired_data` of a config's data section."""
+    d = cfg["data"]
+    return paired_data(d["n_train"], d["p_partial"], d["res"], d["data_seed"])
+
+
 def embed_text(prompts) -> torch.Tensor:
     """Unit CLIP text embeddings of prompts (CLIP of notebook 03)."""
     with torch.no_grad():
@@ -92,12 +98,12 @@ def embed_image(images) -> torch.Tensor:
 class Decoder(glide.Text2Im):
     """eps(x_t, t, tokens, image_embed): GLIDE with the CLIP image embedding as a condition."""
 
-    def __init__(self, cfg: dict):
-        super().__init__(cfg)
-        d, e = cfg["text_width"], cfg["embed"]
-        self.scale = embed_scale(e)
-        self.image_cond = nn.Linear(e, d)
-        self.image_tokens = nn.Linear(e, N_CONTEXT_TOKENS * d)
+    def __init__(self, res: int, embed: int, **text2im):
+        super().__init__(res, **text2im)
+        d = text2im["text_width"]
+        self.scale = embed_scale(embed)
+        self.image_cond = nn.Linear(embed, d)
+        self.image_tokens = nn.Linear(embed, N_CONTEXT_TOKENS * d)
 
     def forward(self, x, t, tokens, image_embed):
         pooled, seq = self.text(tokens)
@@ -108,33 +114,37 @@ class Decoder(glide.Text2Im):
 
 
 def decoder_config(**overrides) -> dict:
+    """GLIDE's base model with the CLIP image embedding as one more condition (paper sec. 2.1);
+    it starts from notebook 06's trained base (train section's init; None: from scratch)."""
     cfg = glide.base_config(
         seed=5,
-        data_seed=5,  # every unCLIP model trains on the same pairs
-        embed=clip.default_config()["embed"],
         p_empty=0.5,  # the caption, dropped half the time
-        p_drop_embed=0.1,  # the image embedding, dropped (zeroed) 10% of the time
         min_snr=None,  # unweighted: GLIDE's Min-SNR weighting is not measured on the decoder
-        init=glide.base_config(),  # starts as notebook 06's GLIDE base model; None: from scratch
         steps=config.pick(smoke=30, cpu=800, gpu=20_000),
     )
-    cfg.update(overrides)
-    return cfg
+    cfg["model"]["embed"] = clip.default_config()["model"]["embed"]
+    cfg["train"] |= dict(
+        p_drop_embed=0.1,  # the image embedding, dropped (zeroed) 10% of the time
+        init=glide.base_config(),
+    )
+    cfg["data"]["data_seed"] = 5  # every unCLIP model trains on the same pairs
+    return recipe.sections(cfg, **overrides)
 
 
 def build_decoder(cfg: dict) -> Decoder:
-    """A Decoder that starts as GLIDE's base model of configuration cfg["init"] (where it is set):
-    the U-Net and text encoder copied, the two image-embedding projections at zero, so that the
-    decoder begins as the text-to-image model and learns what the embedding adds."""
-    model = Decoder(cfg)
-    if cfg.get("init"):
-        base, _ = glide.load_base(cfg["init"])
+    """A Decoder that starts as GLIDE's base model of configuration cfg["train"]["init"] (where
+    it is set): the U-Net and text encoder copied, the two image-embedding projections at zero,
+    so that the decoder begins as the text-to-image model and learns what the embedding adds."""
+    model = Decoder(cfg["data"]["res"], **cfg["model"])
+    init = cfg["train"].get("init")
+    if init:
+        base, _ = glide.load_base(init)
         state = {**model.state_dict(), **base.state_dict()}  # all but the new projections
         why = checkpoint.mismatch(model, state)
         if why:
             raise ValueError(
-                f"the GLIDE base of cfg['init'] does not fit the decoder ({why}): give it the "
-                "decoder's shape, or init=None to train from scratch"
+                f"the GLIDE base of the decoder's init does not fit the decoder ({why}): give it "
+                "the decoder's shape, or init=None to train from scratch"
             )
         model.load_state_dict(state)
         for p in [*model.image_cond.parameters(), *model.image_tokens.parameters()]:
@@ -143,21 +153,21 @@ def build_decoder(cfg: dict) -> Decoder:
 
 
 def train_decoder(model: Decoder, cfg: dict, path=None, **fit_kwargs):
-    data = paired_data(cfg["n_train"], cfg["p_partial"], cfg["res"], cfg["data_seed"])
+    data, schedule = pairs_of(cfg), cfg["train"]
     diffusion = glide.diffusion_of(cfg)
     dev = next(model.parameters()).device
     empty = TOKENIZER(glide.EMPTY)[0]
 
     def batch_fn(step, gen):
-        idx = torch.randint(0, len(data["tokens"]), (cfg["batch"],), generator=gen)
+        idx = torch.randint(0, len(data["tokens"]), (schedule["batch"],), generator=gen)
         tok, z = data["tokens"][idx].clone(), data["z_img"][idx].clone()
-        tok[torch.rand(len(idx), generator=gen) < cfg["p_empty"]] = empty
-        z[torch.rand(len(idx), generator=gen) < cfg["p_drop_embed"]] = 0
+        tok[torch.rand(len(idx), generator=gen) < schedule["p_empty"]] = empty
+        z[torch.rand(len(idx), generator=gen) < schedule["p_drop_embed"]] = 0
         return data["images"][idx].to(dev), tok.to(dev), z.to(dev)
 
     def loss_fn(m, batch):
         x, tok, z = batch
-        return diffusion.loss(m, x, min_snr=cfg["min_snr"], tokens=tok, image_embed=z)
+        return diffusion.loss(m, x, min_snr=schedule["min_snr"], tokens=tok, image_embed=z)
 
     return train.fit_config(
         model, loss_fn, batch_fn, path=path, cfg=cfg, desc="unCLIP decoder", amp=False, **fit_kwargs
@@ -229,24 +239,25 @@ def vary(decoder, diffusion, images, eta: float, n: int = 1, scale=1.0, steps=50
 
 def upsampler_config(**overrides) -> dict:
     """GLIDE's upsampler without the caption (always empty), its low-resolution input blurred
-    by a Gaussian of random width up to `blur` pixels (unCLIP's first upsampler)."""
+    by a Gaussian of random width up to `blur` pixels (unCLIP's first upsampler). It starts as
+    notebook 06's upsampler (train section's init; None: from scratch)."""
     cfg = glide.upsampler_config(
         seed=6,
         p_empty=1.0,
         low_res_noise=0.0,
-        blur=0.8,
-        init=glide.upsampler_config(),  # starts as notebook 06's upsampler; None: from scratch
         steps=config.pick(smoke=20, cpu=100, gpu=10_000),
     )
-    cfg.update(overrides)
-    return cfg
+    cfg["train"] |= dict(blur=0.8, init=glide.upsampler_config())
+    return recipe.sections(cfg, **overrides)
 
 
 def build_upsampler(cfg: dict) -> glide.Upsampler:
-    """GLIDE's upsampler, starting from notebook 06's trained one (cfg["init"]) where it is set."""
+    """GLIDE's upsampler, starting from notebook 06's trained one (the train section's init)
+    where it is set."""
     model = glide.build_upsampler(cfg)
-    if cfg.get("init"):
-        model.load_state_dict(glide.load_upsampler(cfg["init"])[0].state_dict())
+    init = cfg["train"].get("init")
+    if init:
+        model.load_state_dict(glide.load_upsampler(init)[0].state_dict())
     return model
 
 
@@ -271,9 +282,9 @@ class DiffusionPrior(nn.Module):
     """x0(z_i noised, t, tokens, text_embed): a causal transformer over [caption tokens, z_t, t,
     noised z_i, query]; the query's output is the predicted clean (scaled) z_i."""
 
-    def __init__(self, cfg: dict):
+    def __init__(self, d: int, layers: int, heads: int, embed: int):
         super().__init__()
-        d, e = cfg["d"], cfg["embed"]
+        e = embed
         self.d = d
         self.tok = nn.Embedding(len(TOKENIZER), d)
         self.pos = nn.Parameter(torch.randn(TOKENIZER.context_length + 4, d) * 0.01)
@@ -281,7 +292,7 @@ class DiffusionPrior(nn.Module):
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.noised = nn.Linear(e, d)
         self.query = nn.Parameter(torch.randn(d) * 0.01)
-        self.blocks = nn.ModuleList([Block(d, cfg["heads"]) for _ in range(cfg["layers"])])
+        self.blocks = nn.ModuleList([Block(d, heads) for _ in range(layers)])
         self.ln = nn.LayerNorm(d)
         self.out = nn.Linear(d, e)
 
@@ -309,43 +320,57 @@ class DiffusionPrior(nn.Module):
 
 
 def prior_config(**overrides) -> dict:
+    """The diffusion prior: it predicts x0 (paper sec. 2.2), and embeddings are not images, so
+    x0 is not clipped."""
     cfg = dict(
         seed=7,
-        data_seed=5,
-        n_train=config.pick(smoke=2_000, cpu=40_000, gpu=100_000),
-        p_partial=0.5,
-        res=glide.base_config()["res"],
-        embed=clip.default_config()["embed"],
-        d=config.pick(smoke=32, cpu=128, gpu=256),
-        layers=config.pick(smoke=1, cpu=3, gpu=6),
-        heads=4,
-        T=config.pick(smoke=100, cpu=1000, gpu=1000),
-        schedule="cosine",
-        p_drop=0.1,  # caption and z_t dropped together: the null condition of CFG
-        steps=config.pick(smoke=30, cpu=1000, gpu=10_000),
-        batch=config.pick(smoke=16, cpu=128, gpu=256),
-        lr=1e-3,
-        warmup=config.pick(smoke=5, cpu=100, gpu=500),
-        weight_decay=0.01,
-        ema=config.pick(smoke=None, cpu=0.995, gpu=0.999),
+        model=dict(
+            d=config.pick(smoke=32, cpu=128, gpu=256),
+            layers=config.pick(smoke=1, cpu=3, gpu=6),
+            heads=4,
+            embed=clip.default_config()["model"]["embed"],
+        ),
+        diffusion=dict(
+            T=config.pick(smoke=100, cpu=1000, gpu=1000),
+            schedule="cosine",
+            prediction="x0",
+            clip_x0=False,
+        ),
+        train=dict(
+            p_drop=0.1,  # caption and z_t dropped together: the null condition of CFG
+            steps=config.pick(smoke=30, cpu=1000, gpu=10_000),
+            batch=config.pick(smoke=16, cpu=128, gpu=256),
+            lr=1e-3,
+            warmup=config.pick(smoke=5, cpu=100, gpu=500),
+            weight_decay=0.01,
+            ema=config.pick(smoke=None, cpu=0.995, gpu=0.999),
+        ),
+        data=dict(
+            data_seed=5,
+            n_train=config.pick(smoke=2_000, cpu=40_000, gpu=100_000),
+            p_partial=0.5,
+            res=glide.base_config()["data"]["res"],
+        ),
     )
-    cfg.update(overrides)
-    return cfg
+    return recipe.sections(cfg, **overrides)
 
 
 def prior_diffusion(cfg: dict) -> GaussianDiffusion:
-    """The prior predicts x0 (paper sec. 2.2); embeddings are not images: no clipping."""
-    return GaussianDiffusion(cfg["T"], cfg["schedule"], "x0", clip_x0=False)
+    return GaussianDiffusion(**cfg["diffusion"])
+
+
+def build_diffusion_prior(cfg: dict) -> DiffusionPrior:
+    return DiffusionPrior(**cfg["model"])
 
 
 def _prior_batches(cfg: dict, dev):
-    data = paired_data(cfg["n_train"], cfg["p_partial"], cfg["res"], cfg["data_seed"])
+    data, schedule = pairs_of(cfg), cfg["train"]
     empty = TOKENIZER(glide.EMPTY)[0]
 
     def batch_fn(step, gen):
-        idx = torch.randint(0, len(data["tokens"]), (cfg["batch"],), generator=gen)
+        idx = torch.randint(0, len(data["tokens"]), (schedule["batch"],), generator=gen)
         tok, zt = data["tokens"][idx].clone(), data["z_txt"][idx].clone()
-        drop = torch.rand(len(idx), generator=gen) < cfg["p_drop"]
+        drop = torch.rand(len(idx), generator=gen) < schedule["p_drop"]
         tok[drop], zt[drop] = empty, 0
         return tok.to(dev), zt.to(dev), data["z_img"][idx].to(dev), data["z_txt"][idx].to(dev)
 
@@ -363,7 +388,7 @@ def _fit_prior(model, loss_fn, cfg, path, desc, **fit_kwargs):
 
 def train_diffusion_prior(model: DiffusionPrior, cfg: dict, path=None, **fit_kwargs):
     diffusion = prior_diffusion(cfg)
-    s = embed_scale(cfg["embed"])
+    s = embed_scale(cfg["model"]["embed"])
 
     def loss_fn(m, batch):
         tok, zt, zi, _ = batch
@@ -375,7 +400,7 @@ def train_diffusion_prior(model: DiffusionPrior, cfg: dict, path=None, **fit_kwa
 def load_diffusion_prior(cfg: dict | None = None, retrain: bool = False):
     cfg = cfg or prior_config()
     model = checkpoint.load_or_train(
-        "unclip_prior_diffusion", cfg, DiffusionPrior, train_diffusion_prior, retrain
+        "unclip_prior_diffusion", cfg, build_diffusion_prior, train_diffusion_prior, retrain
     )
     return model, prior_diffusion(cfg)
 
@@ -479,22 +504,25 @@ class ARPrior(nn.Module):
     code_1 ... code_k]; code j is read off the output one position before it. The PCA, the
     codes' quantizer and the dot product's bucket edges are buffers, fitted before training."""
 
-    def __init__(self, cfg: dict):
+    def __init__(
+        self, d: int, layers: int, heads: int, embed: int, components: int, buckets: int,
+        dot_buckets: int,
+    ):  # fmt: skip
         super().__init__()
-        d, e, k = cfg["d"], cfg["embed"], cfg["components"]
-        self.k, self.buckets = k, cfg["buckets"]
+        e, k = embed, components
+        self.k, self.buckets = k, buckets
         self.pca = PCA(e)
-        self.quantizer = Quantizer(k, cfg["buckets"])
-        self.register_buffer("dot_edges", torch.zeros(cfg["dot_buckets"] - 1))
+        self.quantizer = Quantizer(k, buckets)
+        self.register_buffer("dot_edges", torch.zeros(dot_buckets - 1))
         self.tok = nn.Embedding(len(TOKENIZER), d)
         self.pos = nn.Parameter(torch.randn(TOKENIZER.context_length, d) * 0.01)
         self.text_embed = nn.Linear(e, d)
-        self.dot = nn.Embedding(cfg["dot_buckets"], d)
-        self.code = nn.Embedding(cfg["buckets"], d)
+        self.dot = nn.Embedding(dot_buckets, d)
+        self.code = nn.Embedding(buckets, d)
         self.code_pos = nn.Parameter(torch.randn(k, d) * 0.01)
-        self.blocks = nn.ModuleList([Block(d, cfg["heads"]) for _ in range(cfg["layers"])])
+        self.blocks = nn.ModuleList([Block(d, heads) for _ in range(layers)])
         self.ln = nn.LayerNorm(d)
-        self.head = nn.Linear(d, cfg["buckets"])
+        self.head = nn.Linear(d, buckets)
 
     def codes_of(self, z_img):
         return self.quantizer.encode(self.pca.encode(z_img, self.k))
@@ -524,27 +552,28 @@ class ARPrior(nn.Module):
 
 
 def ar_prior_config(**overrides) -> dict:
-    cfg = prior_config(
-        seed=8,
+    """The AR prior: the diffusion prior's data and schedule, its own model; no diffusion."""
+    cfg = prior_config(seed=8, steps=config.pick(smoke=30, cpu=400, gpu=10_000))  # fewer: time
+    del cfg["diffusion"]
+    cfg["model"] |= dict(
         variance=0.99,  # components kept: this fraction of the variance (the paper's 319)
         buckets=config.pick(smoke=8, cpu=32, gpu=64),
         dot_buckets=16,
-        steps=config.pick(smoke=30, cpu=400, gpu=10_000),  # fewer than the diffusion prior: time
     )
-    cfg.update(overrides)
-    return cfg
+    return recipe.sections(cfg, **overrides)
 
 
 def build_ar_prior(cfg: dict) -> ARPrior:
     """An ARPrior with its PCA, quantizer and dot-product buckets fitted on the training data;
-    cfg["components"] is set here from cfg["variance"]."""
-    data = paired_data(cfg["n_train"], cfg["p_partial"], cfg["res"], cfg["data_seed"])
-    pca = PCA(cfg["embed"]).fit(data["z_img"])
-    model = ARPrior({**cfg, "components": pca.components_for(cfg["variance"])})
+    its number of components is the one that keeps the model section's `variance`."""
+    data, model_cfg = pairs_of(cfg), dict(cfg["model"])
+    pca = PCA(model_cfg["embed"]).fit(data["z_img"])
+    variance = model_cfg.pop("variance")
+    model = ARPrior(**model_cfg, components=pca.components_for(variance))
     model.pca.load_state_dict(pca.state_dict())
     model.quantizer.fit(model.pca.encode(data["z_img"], model.k))
     dots = (data["z_txt"] * data["z_img"]).sum(-1)
-    q = torch.arange(1, cfg["dot_buckets"]) / cfg["dot_buckets"]
+    q = torch.arange(1, model_cfg["dot_buckets"]) / model_cfg["dot_buckets"]
     model.dot_edges.copy_(torch.quantile(dots, q))
     return model
 
@@ -735,35 +764,76 @@ def typographic_variations(decoder, diffusion, n=48, scale=3.0, seed=7):
     return rows, shown[0], shown[1]
 
 
-# --- command line -------------------------------------------------------------------------------
+# --- the recipes -------------------------------------------------------------------------------
 
-PARTS = {  # the models `python -m t2i train NAME` loads or trains
-    "prior-ar": load_ar_prior,
-    "prior-diffusion": load_diffusion_prior,
-    "decoder": load_decoder,
-    "unclip-upsampler": load_upsampler,
+
+def _sampler(prompt="a red circle", prior="diffusion", upsampled=False):
+    parts = {"decoder": load_decoder()}
+    if prior == "diffusion":
+        parts["diffusion_prior"] = load_diffusion_prior()
+    else:
+        parts["ar_prior"] = load_ar_prior()
+    upsampler = load_upsampler() if upsampled else None
+
+    def draw(n, seed):
+        x = generate([prompt] * n, prior, seed=seed, parts=parts)
+        return x if upsampler is None else upsample(*upsampler, x, seed=seed)
+
+    return draw
+
+
+def _evaluation(seed: int, n: int = 96) -> dict:
+    """The judge on n short prompts drawn through either prior and the decoder."""
+    parts = {"decoder": load_decoder(), "diffusion_prior": load_diffusion_prior()}
+    parts["ar_prior"] = load_ar_prior()
+    prompts = glide.prompt_set(n, 12, partial=True)
+    return {
+        f"{name} prior": glide.evaluate(generate(prompts, name, seed=seed, parts=parts), prompts)
+        for name in ("diffusion", "ar")
+    }
+
+
+RECIPES = {
+    "decoder": recipe.Recipe(
+        config=decoder_config,
+        build=build_decoder,
+        train=train_decoder,
+        load=load_decoder,
+    ),
+    "prior-diffusion": recipe.Recipe(
+        config=prior_config,
+        build=build_diffusion_prior,
+        train=train_diffusion_prior,
+        load=load_diffusion_prior,
+    ),
+    "prior-ar": recipe.Recipe(
+        config=ar_prior_config,
+        build=build_ar_prior,
+        train=train_ar_prior,
+        load=load_ar_prior,
+    ),
+    "unclip-upsampler": recipe.Recipe(
+        config=upsampler_config,
+        build=build_upsampler,
+        train=glide.train_upsampler,
+        load=load_upsampler,
+    ),
+    "unclip": recipe.Recipe(  # the whole stack: prior, decoder and upsampler
+        sampler=_sampler,
+        evaluate=_evaluation,
+        options={
+            "sample": {
+                "--prompt": dict(default="a red circle"),
+                "--prior": dict(default="diffusion", choices=["diffusion", "ar"]),
+                "--upsample": dict(
+                    action="store_true", dest="upsampled", help="2x with the upsampler"
+                ),
+            },
+            "evaluate": {"--n": dict(type=int, default=96, help="prompts")},
+        },
+        prefix=glide.file_prefix,
+    ),
 }
-
-
-def add_cli_arguments(command, parser):
-    if command == "sample":
-        parser.add_argument("--prompt", default="a red circle")
-        parser.add_argument("--prior", default="diffusion", choices=["diffusion", "ar"])
-        parser.add_argument("--upsample", action="store_true", help="2x with the upsampler")
-    if command == "evaluate":
-        parser.add_argument("--n", type=int, default=96, help="prompts")
-
-
-def cli_sample(args):
-    upsampler = load_upsampler() if args.upsample else None
-
-    def draw(start, n):  # seed + start: n <= 256 gives what one call gives
-        x = generate([args.prompt] * n, args.prior, seed=args.seed + start)
-        return x if upsampler is None else upsample(*upsampler, x, seed=args.seed + start)
-
-    name = TOKENIZER.decode(TOKENIZER.encode(args.prompt)).replace(",", "").replace(" ", "_")
-    paths = plot.save_batches(draw, args.n, args.out, name or "empty")
-    print(f"{len(paths)} samples of {args.prompt!r} in {args.out}/")
 
 
 def cli_vary(args):
@@ -775,14 +845,3 @@ def cli_vary(args):
     out = vary(decoder, diffusion, image, args.eta, args.n, seed=args.seed)
     plot.save_pngs(out, args.out, f"variation_eta{args.eta:g}")
     print(f"{len(out)} variations (eta = {args.eta:g}) in {args.out}/")
-
-
-def cli_evaluate(args):
-    parts = {"decoder": load_decoder(), "diffusion_prior": load_diffusion_prior()}
-    parts["ar_prior"] = load_ar_prior()
-    prompts = glide.prompt_set(args.n, 12, partial=True)
-    rows = {}
-    for name in ("diffusion", "ar"):
-        x = generate(prompts, name, seed=args.seed, parts=parts)
-        rows[f"{name} prior"] = glide.evaluate(x, prompts)
-    plot.print_table(rows, args.json)

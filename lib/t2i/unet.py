@@ -14,6 +14,8 @@ Conditioning enters where ADM and GLIDE put it:
     input: at 16x16 the convolutions see too little of the border to know where they are, and a
     caption that says "at the top left" needs each position to know where it is.
 `Encoder` is the down path alone; with pooling it becomes the noise-aware classifier.
+
+Serves notebooks 05, 06 and 07.
 """
 
 from __future__ import annotations

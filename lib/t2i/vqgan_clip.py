@@ -12,12 +12,10 @@ which keeps the images on the data's manifold far better than free pixels do.
 
 from __future__ import annotations
 
-import time
-
 import torch
 import torch.nn as nn
 
-from . import clip_optimization, config, plot
+from . import clip_optimization, config, recipe
 
 
 def default_config() -> dict:
@@ -111,20 +109,16 @@ def generate(
     )  # fmt: skip
 
 
-def cli_sample(args):
+def _sampler(prompt: str, steps: int = 0):
     from . import clip, vqvae
 
-    overrides = {"steps": args.steps} if args.steps else {}
-    models, t0 = (clip.get_clip(), vqvae.get_vqvae()), time.perf_counter()
-
-    def draw(start, n):
-        return generate(*models, [args.prompt] * n, seed=args.seed + start, **overrides).images
-
-    paths = plot.save_batches(draw, args.n, args.out, "vqgan-clip")
-    print(f"{len(paths)} images in {time.perf_counter() - t0:.1f} s -> {args.out}")
+    models, overrides = (clip.get_clip(), vqvae.get_vqvae()), {"steps": steps} if steps else {}
+    return lambda n, seed: generate(*models, [prompt] * n, seed=seed, **overrides).images
 
 
-def add_cli_arguments(command, parser):
-    if command == "sample":
-        parser.add_argument("--prompt", required=True)
-        parser.add_argument("--steps", type=int, default=0, help="0: the profile's default")
+RECIPES = {  # no model of its own: `python -m t2i sample vqgan-clip` optimises VQ-VAE latents
+    "vqgan-clip": recipe.Recipe(
+        sampler=_sampler,
+        options={"sample": clip_optimization.SAMPLE_OPTIONS},
+    )
+}
