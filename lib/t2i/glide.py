@@ -523,6 +523,7 @@ class NoisedCLIP(nn.Module):
 
 def noised_clip_config(**overrides) -> dict:
     """The noised CLIP of CLIP guidance: its images are the base model's x_t at every t."""
+    base = base_config()
     cfg = dict(
         seed=2,
         model=dict(
@@ -532,7 +533,7 @@ def noised_clip_config(**overrides) -> dict:
             layers=2,
             embed=config.pick(smoke=32, cpu=64, gpu=128),
         ),
-        diffusion=dict(T=config.pick(smoke=100, cpu=500, gpu=1000), schedule="cosine"),
+        diffusion=base["diffusion"],  # it reads the base model's x_t: the same process
         train=dict(
             p_empty=0.0,
             steps=config.pick(smoke=30, cpu=350, gpu=4000),
@@ -540,13 +541,7 @@ def noised_clip_config(**overrides) -> dict:
             lr=2e-3,
             warmup=config.pick(smoke=5, cpu=50, gpu=200),
         ),
-        data=dict(
-            res=config.pick(smoke=16, cpu=16, gpu=32),
-            n_train=config.pick(smoke=2_000, cpu=40_000, gpu=100_000),
-            counts=[1, 2],
-            count_probs=[1, 1],
-            p_partial=0.5,
-        ),
+        data=base["data"],  # and the base model's scenes and captions
     )
     return recipe.sections(cfg, **overrides)
 
@@ -737,22 +732,13 @@ RECIPES = {
         prefix=file_prefix,
     ),
     "glide-upsampler": recipe.Recipe(
-        config=upsampler_config,
-        build=build_upsampler,
-        train=train_upsampler,
-        load=load_upsampler,
+        upsampler_config, build_upsampler, train_upsampler, load_upsampler
     ),
     "glide-inpaint": recipe.Recipe(
-        config=inpainter_config,
-        build=build_inpainter,
-        train=train_inpainter,
-        load=load_inpainter,
+        inpainter_config, build_inpainter, train_inpainter, load_inpainter
     ),
     "noised-clip": recipe.Recipe(
-        config=noised_clip_config,
-        build=build_noised_clip,
-        train=train_noised_clip,
-        load=load_noised_clip,
+        noised_clip_config, build_noised_clip, train_noised_clip, load_noised_clip
     ),
 }
 

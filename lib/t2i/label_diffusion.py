@@ -368,9 +368,6 @@ RECIPES = {
         prefix=lambda label="red circle", **_: label.replace(" ", "_"),
     ),
     "noisy-classifier": recipe.Recipe(
-        config=classifier_config,
-        build=build_classifier,
-        train=train_classifier,
-        load=load_classifier,
+        classifier_config, build_classifier, train_classifier, load_classifier
     ),
 }

@@ -794,29 +794,13 @@ def _evaluation(seed: int, n: int = 96) -> dict:
 
 
 RECIPES = {
-    "decoder": recipe.Recipe(
-        config=decoder_config,
-        build=build_decoder,
-        train=train_decoder,
-        load=load_decoder,
-    ),
+    "decoder": recipe.Recipe(decoder_config, build_decoder, train_decoder, load_decoder),
     "prior-diffusion": recipe.Recipe(
-        config=prior_config,
-        build=build_diffusion_prior,
-        train=train_diffusion_prior,
-        load=load_diffusion_prior,
+        prior_config, build_diffusion_prior, train_diffusion_prior, load_diffusion_prior
     ),
-    "prior-ar": recipe.Recipe(
-        config=ar_prior_config,
-        build=build_ar_prior,
-        train=train_ar_prior,
-        load=load_ar_prior,
-    ),
+    "prior-ar": recipe.Recipe(ar_prior_config, build_ar_prior, train_ar_prior, load_ar_prior),
     "unclip-upsampler": recipe.Recipe(
-        config=upsampler_config,
-        build=build_upsampler,
-        train=glide.train_upsampler,
-        load=load_upsampler,
+        upsampler_config, build_upsampler, glide.train_upsampler, load_upsampler
     ),
     "unclip": recipe.Recipe(  # the whole stack: prior, decoder and upsampler
         sampler=_sampler,
