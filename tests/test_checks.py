@@ -24,6 +24,14 @@ def test_report_passes_when_bars_are_met_and_keeps_the_record(capsys, data_dir):
     assert checks.saved() == [{"notebook": "99_demo", "acc": 0.96, "name": "x"}]
 
 
+def test_the_table_gives_each_number_its_bar_and_verdict():
+    text = checks.table({"acc": 0.96, "t": 9, "name": "x"}, {"acc": (">=", 0.95), "t": ("<=", 5)})
+    lines = text.splitlines()
+    assert lines[2] == "| acc | 0.96 | >= 0.95 | ✓ |"
+    assert lines[3] == "| t | 9 | <= 5 | ✗ |"
+    assert lines[4] == "| name | x | | |"
+
+
 def test_report_fails_and_names_each_bar_missed():
     with pytest.raises(AssertionError, match=r"acc = 0.5 \(bar: >= 0.95\); t = 9 \(bar: <= 5\)"):
         checks.report(

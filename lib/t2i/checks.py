@@ -18,9 +18,11 @@ PREFIX = "T2I-CHECK "
 
 
 def report(notebook: str, numbers: dict, bars: dict[str, tuple[str, float]]) -> None:
-    """Print the notebook's numbers, then assert each bar {name: (op, threshold)}."""
+    """Show the notebook's numbers as a table, each against its bar {name: (op, threshold)},
+    print the record's line, then assert every bar."""
     clean = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in numbers.items()}
     record = {"notebook": notebook, **clean}
+    _show(table(clean, bars))
     print(PREFIX + json.dumps(record))
     with config.atomic_path(config.data_dir() / "checks" / f"{notebook}.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1))
@@ -31,6 +33,32 @@ def report(notebook: str, numbers: dict, bars: dict[str, tuple[str, float]]) -> 
     ]
     assert not failed, "below the bar: " + "; ".join(failed)
     print(f"all {len(bars)} checks pass")
+
+
+def table(numbers: dict, bars: dict[str, tuple[str, float]]) -> str:
+    """The numbers as a Markdown table: each value, its bar where it has one, and ✓ or ✗."""
+    lines = ["| number | value | bar | |", "|---|---|---|---|"]
+    for name, value in numbers.items():
+        if name in bars:
+            op, bar = bars[name]
+            verdict = "✓" if _OPS[op](value, bar) else "✗"
+            lines.append(f"| {name} | {value} | {op} {bar} | {verdict} |")
+        else:
+            lines.append(f"| {name} | {value} | | |")
+    return "\n".join(lines)
+
+
+def _show(markdown: str) -> None:
+    """Rendered in a notebook, as text elsewhere."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is not None and get_ipython() is not None:
+        display(Markdown(markdown))
+    else:
+        print(markdown)
 
 
 def collect(paths) -> list[dict]:

@@ -248,7 +248,7 @@ def train_clip(model: CLIP, cfg: dict, path=None, live_plot: bool = True) -> tra
     )
 
 
-def get_clip(retrain: bool = False, cfg: dict | None = None) -> CLIP:
+def get_clip(cfg: dict | None = None, retrain: bool = False) -> CLIP:
     """The course's CLIP for the active profile, from the cache or trained now."""
     cfg = cfg or default_config()
     return checkpoint.load_or_train("clip", cfg, build, train_clip, retrain=retrain)

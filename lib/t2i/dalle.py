@@ -299,7 +299,7 @@ def train_model(model: DALLE, cfg: dict, path, live_plot: bool = True):
     )
 
 
-def get_dalle(retrain: bool = False, cfg: dict | None = None) -> DALLE:
+def get_dalle(cfg: dict | None = None, retrain: bool = False) -> DALLE:
     """The trained DALL-E of the active profile (its tokenizer inside), cached or trained now."""
     cfg = cfg or default_config()
     model = checkpoint.load_or_train("dalle", cfg, build, train_model, retrain=retrain)

@@ -190,7 +190,7 @@ def train_model(model: DVAE, cfg: dict, path, live_plot: bool = True, desc: str 
     )
 
 
-def get_dvae(retrain: bool = False, cfg: dict | None = None) -> DVAE:
+def get_dvae(cfg: dict | None = None, retrain: bool = False) -> DVAE:
     """The trained dVAE of the active profile (or of `cfg`), from the cache or trained now."""
     cfg = cfg or default_config()
     model = checkpoint.load_or_train("dvae", cfg, build, train_model, retrain=retrain)

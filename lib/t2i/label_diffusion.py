@@ -320,6 +320,16 @@ def _binary_entropy(p: float) -> float:
     return 0.0 if p in (0.0, 1.0) else float(-p * np.log2(p) - (1 - p) * np.log2(1 - p))
 
 
+def guidance_sweep(model, diffusion, labels, guidance: str, scales, classifier=None, seed=4):
+    """{scale: `evaluate` of samples of `labels` at that guidance scale}: notebook 05's fidelity
+    and diversity curve (DDIM, 25 steps, eta = 1, the same noise at every scale)."""
+    rows = {}
+    for s in scales:
+        x = sample(model, diffusion, labels, guidance, s, "ddim", 25, 1.0, classifier, seed=seed)
+        rows[s] = evaluate(x, labels)
+    return rows
+
+
 # --- the recipes -------------------------------------------------------------------------------
 
 

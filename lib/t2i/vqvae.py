@@ -168,7 +168,7 @@ def train_model(model: VQVAE, cfg: dict, path, live_plot: bool = True):
     )
 
 
-def get_vqvae(retrain: bool = False, cfg: dict | None = None) -> VQVAE:
+def get_vqvae(cfg: dict | None = None, retrain: bool = False) -> VQVAE:
     """The trained VQ-VAE of the active profile, from the cache or trained now (eval mode)."""
     cfg = cfg or default_config()
     model = checkpoint.load_or_train("vqvae", cfg, build, train_model, retrain=retrain)
