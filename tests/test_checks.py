@@ -30,6 +30,8 @@ def test_the_table_gives_each_number_its_bar_and_verdict():
     assert lines[2] == "| acc | 0.96 | >= 0.95 | ✓ |"
     assert lines[3] == "| t | 9 | <= 5 | ✗ |"
     assert lines[4] == "| name | x | | |"
+    # shown rounded, judged unrounded: a value just under its bar is a ✗ even if it rounds up
+    assert checks.table({"acc": 0.949996}, {"acc": (">=", 0.95)}).splitlines()[2].endswith("✗ |")
 
 
 def test_report_fails_and_names_each_bar_missed():

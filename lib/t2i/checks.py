@@ -22,7 +22,7 @@ def report(notebook: str, numbers: dict, bars: dict[str, tuple[str, float]]) -> 
     print the record's line, then assert every bar."""
     clean = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in numbers.items()}
     record = {"notebook": notebook, **clean}
-    _show(table(clean, bars))
+    _show(table(numbers, bars))
     print(PREFIX + json.dumps(record))
     with config.atomic_path(config.data_dir() / "checks" / f"{notebook}.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1))
@@ -38,10 +38,11 @@ def report(notebook: str, numbers: dict, bars: dict[str, tuple[str, float]]) -> 
 def table(numbers: dict, bars: dict[str, tuple[str, float]]) -> str:
     """The numbers as a Markdown table: each value, its bar where it has one, and ✓ or ✗."""
     lines = ["| number | value | bar | |", "|---|---|---|---|"]
-    for name, value in numbers.items():
+    for name, raw in numbers.items():
+        value = round(raw, 4) if isinstance(raw, float) else raw
         if name in bars:
             op, bar = bars[name]
-            verdict = "✓" if _OPS[op](value, bar) else "✗"
+            verdict = "✓" if _OPS[op](raw, bar) else "✗"  # as the assertion judges it
             lines.append(f"| {name} | {value} | {op} {bar} | {verdict} |")
         else:
             lines.append(f"| {name} | {value} | | |")
@@ -50,12 +51,10 @@ def table(numbers: dict, bars: dict[str, tuple[str, float]]) -> str:
 
 def _show(markdown: str) -> None:
     """Rendered in a notebook, as text elsewhere."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-    except ImportError:
-        get_ipython = None
-    if get_ipython is not None and get_ipython() is not None:
+    from IPython import get_ipython
+    from IPython.display import Markdown, display
+
+    if get_ipython() is not None:
         display(Markdown(markdown))
     else:
         print(markdown)

@@ -20,17 +20,11 @@ from pathlib import Path
 
 from . import recipe
 
-COMMANDS = {
-    "train": "train a model (or load it from the cache)",
-    "sample": "draw samples from a model into PNG files",
-    "evaluate": "the judge's table for a model",
-}
-
 
 def _options(args, command: str, r: recipe.Recipe) -> dict:
     """The values of a recipe's own flags for `command`, by name."""
-    names = [spec.get("dest", flag.lstrip("-").replace("-", "_"))
-             for flag, spec in r.options.get(command, {}).items()]  # fmt: skip
+    flags = r.options.get(command, {})
+    names = [spec.get("dest", flag.lstrip("-").replace("-", "_")) for flag, spec in flags.items()]
     return {name: getattr(args, name) for name in names}
 
 
@@ -52,8 +46,15 @@ def cmd_sample(args):
 def cmd_evaluate(args):
     from . import plot
 
-    plot.print_table(args.recipe.evaluate(args.seed, **_options(args, "evaluate", args.recipe)),
-                     args.json)  # fmt: skip
+    rows = args.recipe.evaluate(args.seed, **_options(args, "evaluate", args.recipe))
+    plot.print_table(rows, args.json)
+
+
+COMMANDS = {  # generated for every recipe that serves them: (help, what runs)
+    "train": ("train a model (or load it from the cache)", cmd_train),
+    "sample": ("draw samples from a model into PNG files", cmd_sample),
+    "evaluate": ("the judge's table for a model", cmd_evaluate),
+}
 
 
 def cmd_data(args):
@@ -164,7 +165,7 @@ def main(argv=None):
     recipes = recipe.recipes()  # imports every model's module
     from . import glide, unclip
 
-    for command, help_text in COMMANDS.items():
+    for command, (help_text, run) in COMMANDS.items():
         names = [name for name, r in recipes.items() if command in r.commands()]
         p = sub.add_parser(command, help=f"{help_text}: {', '.join(names)}")
         per_model = p.add_subparsers(dest="model", required=True)
@@ -181,7 +182,7 @@ def main(argv=None):
                 q.add_argument("--json", action="store_true", help="print one JSON object")
             for flag, spec in recipes[name].options.get(command, {}).items():
                 q.add_argument(flag, **spec)
-            q.set_defaults(func=globals()[f"cmd_{command}"], recipe=recipes[name])
+            q.set_defaults(func=run, recipe=recipes[name])
 
     p = sub.add_parser("inpaint", help="fill the dark pixels of a mask with GLIDE's inpainter")
     p.add_argument("--image", required=True, help="a PNG at the base model's resolution")

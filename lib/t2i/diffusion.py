@@ -317,3 +317,9 @@ def classifier_grad(classifier, y, scale: float):
 
 def _randn(x, generator):
     return torch.randn(x.shape, generator=generator, device="cpu").to(x.device, x.dtype)
+
+
+def diffusion_of(cfg: dict) -> GaussianDiffusion:
+    """The diffusion process a recipe's config trains its model for: its "diffusion" section
+    (`t2i.recipe`)."""
+    return GaussianDiffusion(**cfg["diffusion"])

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import checkpoint, clip, config, judge, label_diffusion, plot, recipe, shapes, train
-from .diffusion import GaussianDiffusion, classifier_free, gradient_guidance
+from .diffusion import classifier_free, diffusion_of, gradient_guidance
 from .nn import Block
 from .stats import Rate
 from .tokenizer import Tokenizer
@@ -145,11 +145,6 @@ def base_config(**overrides) -> dict:
     cfg["train"]["p_empty"] = 0.2  # captions emptied for classifier-free guidance
     cfg["data"] |= dict(counts=[1, 2], count_probs=[1, 1], p_partial=0.5)
     return recipe.sections(cfg, **overrides)
-
-
-def diffusion_of(cfg: dict) -> GaussianDiffusion:
-    """The diffusion process a config's model is trained for."""
-    return GaussianDiffusion(**cfg["diffusion"])
 
 
 def build_base(cfg: dict) -> Text2Im:

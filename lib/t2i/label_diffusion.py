@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint, config, judge, recipe, shapes
-from .diffusion import GaussianDiffusion, classifier_free, classifier_grad
+from .diffusion import classifier_free, classifier_grad, diffusion_of
 from .tokenizer import words
 from .train import fit_config
 from .unet import NoisyClassifier, UNet
@@ -126,11 +126,6 @@ def classifier_config(**overrides) -> dict:
         ),
     )
     return recipe.sections(cfg, **overrides)
-
-
-def diffusion_of(cfg: dict) -> GaussianDiffusion:
-    """The diffusion process a config's model is trained for."""
-    return GaussianDiffusion(**cfg["diffusion"])
 
 
 def dataset(cfg: dict):

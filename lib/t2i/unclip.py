@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import checkpoint, clip, config, glide, judge, plot, recipe, shapes, train, typography
-from .diffusion import GaussianDiffusion, classifier_free
+from .diffusion import classifier_free, diffusion_of
 from .nn import Block, KVCache, timestep_embedding
 from .stats import Rate
 
@@ -154,7 +154,7 @@ def build_decoder(cfg: dict) -> Decoder:
 
 def train_decoder(model: Decoder, cfg: dict, path=None, **fit_kwargs):
     data, schedule = pairs_of(cfg), cfg["train"]
-    diffusion = glide.diffusion_of(cfg)
+    diffusion = diffusion_of(cfg)
     dev = next(model.parameters()).device
     empty = TOKENIZER(glide.EMPTY)[0]
 
@@ -177,7 +177,7 @@ def train_decoder(model: Decoder, cfg: dict, path=None, **fit_kwargs):
 def load_decoder(cfg: dict | None = None, retrain: bool = False):
     cfg = cfg or decoder_config()
     model = checkpoint.load_or_train("unclip_decoder", cfg, build_decoder, train_decoder, retrain)
-    return model, glide.diffusion_of(cfg)
+    return model, diffusion_of(cfg)
 
 
 def decoder_fn(decoder, image_embed, prompts=None, scale: float = 3.0):
@@ -266,7 +266,7 @@ def load_upsampler(cfg: dict | None = None, retrain: bool = False):
     model = checkpoint.load_or_train(
         "unclip_upsampler", cfg, build_upsampler, glide.train_upsampler, retrain
     )
-    return model, glide.diffusion_of(cfg)
+    return model, diffusion_of(cfg)
 
 
 def upsample(upsampler, diffusion, low_res, steps=25, seed=0):
@@ -355,10 +355,6 @@ def prior_config(**overrides) -> dict:
     return recipe.sections(cfg, **overrides)
 
 
-def prior_diffusion(cfg: dict) -> GaussianDiffusion:
-    return GaussianDiffusion(**cfg["diffusion"])
-
-
 def build_diffusion_prior(cfg: dict) -> DiffusionPrior:
     return DiffusionPrior(**cfg["model"])
 
@@ -387,7 +383,7 @@ def _fit_prior(model, loss_fn, cfg, path, desc, **fit_kwargs):
 
 
 def train_diffusion_prior(model: DiffusionPrior, cfg: dict, path=None, **fit_kwargs):
-    diffusion = prior_diffusion(cfg)
+    diffusion = diffusion_of(cfg)
     s = embed_scale(cfg["model"]["embed"])
 
     def loss_fn(m, batch):
@@ -402,7 +398,7 @@ def load_diffusion_prior(cfg: dict | None = None, retrain: bool = False):
     model = checkpoint.load_or_train(
         "unclip_prior_diffusion", cfg, build_diffusion_prior, train_diffusion_prior, retrain
     )
-    return model, prior_diffusion(cfg)
+    return model, diffusion_of(cfg)
 
 
 def best_of(candidates: torch.Tensor, text_embed: torch.Tensor) -> torch.Tensor:
