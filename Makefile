@@ -18,14 +18,18 @@ $(STAMP): pyproject.toml etc/jupyterlab-overrides.json
 	cp etc/jupyterlab-overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	touch $(STAMP)
 
-# Execute every notebook headless, in order; executed copies and HTML go to build/.
+# Execute every notebook headless, in order; executed copies and HTML go to build/. The HTML
+# reads offline: no script from a CDN, and MathJax from build/html/mathjax.
+MATHJAX = $(shell $(BIN)/python -c "import jupyter_server_mathjax as m, os; print(os.path.dirname(m.__file__))")/static
 course: $(STAMP)
 	mkdir -p build/notebooks build/html
+	rm -rf build/html/mathjax && cp -r $(MATHJAX) build/html/mathjax
 	for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
 	    --output-dir build/notebooks $$nb || exit 1; \
-	  $(BIN)/jupyter nbconvert --to html --output-dir build/html build/notebooks/$$(basename $$nb) || exit 1; \
+	  $(BIN)/jupyter nbconvert --config etc/nbconvert/offline_html.py --to html \
+	    --output-dir build/html build/notebooks/$$(basename $$nb) || exit 1; \
 	done
 	$(BIN)/python -m t2i summary build/notebooks
 

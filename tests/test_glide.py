@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from t2i import glide, recipe
+from t2i import glide, recipe, shapes
 from t2i.tokenizer import Tokenizer
 
 CFG = glide.base_config(res=8, ch=8, mults=[1, 2], attn_res=[8, 4], text_width=16, text_layers=1)
@@ -118,16 +118,23 @@ def test_square_masks_erase_the_square_around_each_centre():
     assert len(erased) == 36
 
 
-def test_inpainter_batches_give_a_centre_of_an_object_of_each_scene():
-    cfg = recipe.sections(CFG, n_train=64, batch=16)
+def test_inpainter_batches_give_an_object_of_each_scene_with_its_own_caption():
+    cfg = recipe.sections(CFG, n_train=64, batch=16, p_empty=0.0)
     d = cfg["data"]
     s, _ = glide.captioned_scenes(64, cfg["seed"], d["p_partial"], d["counts"], d["count_probs"])
-    x, tok, centres = glide._batches(cfg, torch.device("cpu"), [8], centres=True)(
+    x, tok, centres, own = glide._batches(cfg, torch.device("cpu"), [8], objects=True)(
         0, torch.Generator().manual_seed(0)
     )
-    assert centres.shape == (16, 2) and x.shape == (16, 3, 8, 8)
-    known = {(round(float(a), 4), round(float(b), 4)) for a, b in zip(s.cx.ravel(), s.cy.ravel())}
-    assert all((round(float(a), 4), round(float(b), 4)) in known for a, b in centres)
+    assert centres.shape == (16, 2) and x.shape == (16, 3, 8, 8) and own.shape == tok.shape
+    where = {
+        (round(float(s.cx[i, j]), 4), round(float(s.cy[i, j]), 4)): (i, j)
+        for i in range(64)
+        for j in range(s.count[i])
+    }
+    for (cx, cy), words in zip(centres.tolist(), [glide.TOKENIZER.decode(t) for t in own]):
+        i, j = where[(round(cx, 4), round(cy, 4))]  # the centre is one of the scene's objects
+        colour, shape = shapes.COLOR_NAMES[s.color[i, j]], shapes.SHAPES[s.shape[i, j]]
+        assert f"{colour} {shape}" in words and " and " not in words  # its caption, alone
 
 
 def test_a_short_training_run_lowers_the_loss():

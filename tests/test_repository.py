@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jupyter_server_mathjax
+import nbformat
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,3 +62,65 @@ def test_cli_judge_prints_one_json_object_of_accuracies():
     assert "32x32 shape" in table and "16x16 binding" in table
     assert all(0.0 <= v <= 1.0 for v in table.values())
     assert table["32x32 color"] >= 0.99
+
+
+def test_html_pages_load_nothing_from_the_network(tmp_path):
+    """`make course`'s HTML settings on a page with math, a picture and a widget (a progress
+    bar's output): every script, style and font it loads is inline or in mathjax/ beside it."""
+    nb = nbformat.v4.new_notebook(
+        metadata={
+            "widgets": {
+                "application/vnd.jupyter.widget-state+json": {
+                    "state": {},
+                    "version_major": 2,
+                    "version_minor": 0,
+                }
+            }
+        }
+    )
+    widget = {"model_id": "0", "version_major": 2, "version_minor": 0}
+    png = (  # a 1x1 PNG
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9"
+        "awAAAABJRU5ErkJggg=="
+    )
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("The loss: $L = \\|\\epsilon - \\hat\\epsilon\\|^2$."),
+        nbformat.v4.new_code_cell(
+            "bar",
+            outputs=[
+                nbformat.v4.new_output(
+                    "display_data",
+                    {"application/vnd.jupyter.widget-view+json": widget, "text/plain": "bar"},
+                ),
+                nbformat.v4.new_output("display_data", {"image/png": png}),
+            ],
+        ),
+    ]
+    path = tmp_path / "page.ipynb"
+    nbformat.write(nb, path)
+    config = ROOT / "etc" / "nbconvert" / "offline_html.py"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "nbconvert",
+            "--config",
+            str(config),
+            "--to",
+            "html",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    html = (tmp_path / "page.html").read_text()
+    loads = re.findall(r"""(?:src|href)\s*=\s*["']([^"'#][^"']*)["']|url\(["']?([^)"']+)""", html)
+    loads = [a or b for a, b in loads]
+    assert loads, "the page loads nothing at all: the pattern is wrong"
+    remote = [u for u in loads if not (u.startswith("data:") or u.startswith("mathjax/"))]
+    assert remote == []
+    mathjax = [u for u in loads if u.startswith("mathjax/")]
+    assert [u.split("?")[0] for u in mathjax] == ["mathjax/MathJax.js"]
+    static = Path(jupyter_server_mathjax.__file__).parent / "static"
+    assert (static / "MathJax.js").is_file()  # what the Makefile copies to build/html/mathjax

@@ -69,6 +69,23 @@ def test_caption_states_the_scene():
             assert facts.relation == shapes.RELATIONS[s.relation[i]], text
 
 
+def test_alone_captions_one_object_of_each_scene_and_renders_it_alone():
+    s = shapes.sample_scenes(200, seed=6, counts=(1, 2))
+    one = shapes.alone(s, 1)
+    assert (one.count == 1).all() and (one.relation == -1).all()
+    for i, text in enumerate(shapes.caption(one, seed=6)):
+        j = min(1, s.count[i] - 1)  # object 1, or object 0 where there is no second
+        (said,) = shapes.parse_caption(text).objects
+        assert said == {k: v for k, v in s.objects(i)[j].items() if k in said}, text
+        assert set(said) == {"color", "shape", "size", "position"}
+    # Rendered alone, a two-object scene's object 1 is its image minus object 0's pixels.
+    two = np.flatnonzero(s.count == 2)[:5]
+    both, alone1, alone0 = (shapes.render(x[two], 16) for x in (s, one, shapes.alone(s, 0)))
+    background = alone1[0, 0, 0]
+    drawn0 = (alone0 != background).any(-1)
+    np.testing.assert_array_equal(alone1[~drawn0], both[~drawn0])
+
+
 def test_relation_matches_geometry():
     s = shapes.sample_scenes(2000, seed=6, counts=(2,))
     for i in range(len(s)):

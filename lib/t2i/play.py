@@ -301,12 +301,12 @@ def panel_glide(model, diffusion, noised_clip, upsampler=None, example=None):
 
 def panel_inpaint(inpainter, diffusion, image: torch.Tensor, example=None):
     """Erase the rectangle [y0, y1) x [x0, x1) of image (1, 3, res, res) and fill it, four
-    times, to fit a caption."""
+    times, with what the prompt names."""
     res = image.shape[-1]
 
     @_guarded
     def edit(
-        prompt="a large red circle to the left of a large blue square",
+        prompt="a large blue square on the right",
         x0=9,
         y0=5,
         x1=16,
@@ -328,7 +328,7 @@ def panel_inpaint(inpainter, diffusion, image: torch.Tensor, example=None):
         edit,
         example,
         manual=True,
-        prompt=widgets.Text(value="a large red circle to the left of a large blue square"),
+        prompt=widgets.Text(value="a large blue square on the right"),
         x0=side(value=9, min=0, max=res),
         y0=side(value=5, min=0, max=res),
         x1=side(value=16, min=0, max=res),

@@ -103,6 +103,29 @@ class Scenes:
         ]
 
 
+def alone(s: Scenes, j: int) -> Scenes:
+    """Object j of each scene by itself, as a one-object scene (object 0 where a scene has no
+    object j): the caption of what an editor erases and asks to have drawn again."""
+    k = np.minimum(j, s.count - 1)
+    rows = np.arange(len(s))
+
+    def pick(a, fill):
+        out = np.full_like(a, fill)
+        out[:, 0] = a[rows, k]
+        return out
+
+    return Scenes(
+        count=np.ones_like(s.count),
+        color=pick(s.color, -1),
+        shape=pick(s.shape, -1),
+        size=pick(s.size, -1),
+        cell=pick(s.cell, -1),
+        cx=pick(s.cx, np.nan),
+        cy=pick(s.cy, np.nan),
+        relation=np.full_like(s.relation, -1),
+    )
+
+
 # Pairs of cells that are not neighbours (Chebyshev distance 2): objects there cannot overlap.
 _FAR_PAIRS = np.array(
     [
