@@ -43,8 +43,9 @@ def show_grid(images, captions=None, ncols: int = 8, size: float = 1.4, title=No
     return fig
 
 
-def before_after(rows: dict, ncols: int | None = None, size: float = 1.2):
-    """Rows of images with a label each, e.g. {"original": x, "reconstruction": y}."""
+def before_after(rows: dict, ncols: int | None = None, size: float = 1.2, titles=None):
+    """Rows of images with a label each, e.g. {"original": x, "reconstruction": y}; titles, if
+    given, head the columns. Labels are wrapped to the row's height."""
     arrays = {k: to_numpy_images(v) for k, v in rows.items()}
     ncols = ncols or max(len(v) for v in arrays.values())
     fig, axes = plt.subplots(
@@ -59,7 +60,9 @@ def before_after(rows: dict, ncols: int | None = None, size: float = 1.2):
                 ax.imshow(x[c], interpolation="nearest")
             else:
                 ax.axis("off")
-        axes[r, 0].set_ylabel(label, fontsize=8)
+        axes[r, 0].set_ylabel("\n".join(textwrap.wrap(label, max(8, int(size * 12)))), fontsize=8)
+    for c, title in enumerate(titles or []):
+        axes[0, c].set_title(title, fontsize=8)
     fig.tight_layout()
     return fig
 
