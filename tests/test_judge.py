@@ -246,3 +246,21 @@ def test_fact_rate_counts_facts_not_images():
     wrong = [data.captions[0], second.replace(f" {colour} ", f" {other} ")]
     assert judge.fact_rate(x, wrong) == pytest.approx(11 / 12)
     assert judge.score(x, wrong)["all"] == 0.5
+
+
+def test_marks_tick_the_images_whose_caption_holds():
+    s = shapes.sample_scenes(6, seed=3, counts=(1,))
+    images, captions = shapes.render_tensor(s, 32), shapes.caption(s, seed=3)
+    swapped = captions[1:] + captions[:1]  # each image with another scene's caption
+    assert judge.marks(images, captions) == [True] * 6
+    marks = judge.marks(images, swapped)
+    assert marks == [r["all"] for r in judge.score_each(images, swapped)] and not all(marks)
+
+
+def test_grid_titles_carry_the_marks_and_column_titles_head_the_rows():
+    x = torch.zeros(3, 3, 8, 8)
+    fig = plot.show_grid(x, ["a", "b", "c"], ncols=3, marks=[True, False, True])
+    assert [ax.get_title() for ax in fig.axes] == ["✓ a", "✗ b", "✓ c"]
+    fig = plot.before_after({"a long label that must wrap": x}, titles=["t = 0", "t = 1", "t = 2"])
+    assert [ax.get_title() for ax in fig.axes] == ["t = 0", "t = 1", "t = 2"]
+    assert "\n" in fig.axes[0].get_ylabel()

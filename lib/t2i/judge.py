@@ -308,6 +308,11 @@ def score_each(images, captions: list[str]) -> list[dict[str, bool]]:
     return [check(reading, i, facts[c]) for i, c in enumerate(captions)]
 
 
+def marks(images, captions: list[str]) -> list[bool]:
+    """Per image: every fact of its caption holds (the judge's "all"), for a grid's ✓ and ✗."""
+    return [row["all"] for row in score_each(images, captions)]
+
+
 def fact_rate(images, captions: list[str]) -> float:
     """Of all the facts the captions state (each image's colour, shape, size, place, ...), the
     fraction that hold: the per-fact average that `score`'s "all" (every fact of an image) is

@@ -35,8 +35,9 @@ def _text(value: str) -> widgets.Text:
 
 def _show_judged(images, prompt: str) -> None:
     """A row of samples of one prompt, titled with the judge's "all" (every fact right)."""
-    r = judge.score(images, [prompt] * len(images))
-    plot.show_grid(images, ncols=8, title=f"{prompt!r}: judge 'all' {r['all']:.2f}")
+    rows = judge.score_each(images, [prompt] * len(images))
+    r, marks = judge.summarize(rows), [row["all"] for row in rows]
+    plot.show_grid(images, ncols=8, title=f"{prompt!r}: judge 'all' {r['all']:.2f}", marks=marks)
     plt.show()
 
 

@@ -21,12 +21,19 @@ def to_numpy_images(images) -> np.ndarray:
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
 
 
-def show_grid(images, captions=None, ncols: int = 8, size: float = 1.4, title=None, wrap=22):
-    """A grid of images, each with its (wrapped) caption above it. Returns the figure."""
+def show_grid(
+    images, captions=None, ncols: int = 8, size: float = 1.4, title=None, wrap=22, marks=None
+):
+    """A grid of images, each with its (wrapped) caption above it, and with marks (one bool per
+    image, e.g. the judge's "all": `judge.marks`) a ✓ or ✗ before the caption. Returns the
+    figure."""
     x = to_numpy_images(images)
     n = len(x)
     ncols = min(ncols, n)
     nrows = (n + ncols - 1) // ncols
+    if marks is not None:
+        texts = captions if captions is not None else [""] * len(marks)
+        captions = [("✓ " if m else "✗ ") + str(c) for m, c in zip(marks, texts)]
     extra = 0.35 if captions is not None else 0.0
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(ncols * size, nrows * (size + extra)), squeeze=False
