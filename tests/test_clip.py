@@ -165,3 +165,24 @@ def test_temperature_is_clipped_after_a_step_and_keeps_its_gradient():
     x, captions, pos = clip.make_pairs(8, 0, cfg["data"])
     clip.contrastive_loss(model(x, captions), pos).backward()
     assert model.logit_scale.grad is not None and model.logit_scale.grad.abs().item() > 0
+
+
+def test_zero_shot_table_blurs_the_renders_it_is_asked_to(monkeypatch):
+    seen = []
+
+    def fake_zero_shot(model, images, attribute, templates=None):
+        seen.append(torch.as_tensor(images).float())
+        return torch.zeros(len(images), dtype=torch.long)
+
+    monkeypatch.setattr(clip, "zero_shot", fake_zero_shot)
+    model = type("M", (), {"res": 16})()
+    sharp = clip.zero_shot_table(model, n=20, blur=0.0)
+    seen_sharp, seen[:] = seen[:], []
+    clip.zero_shot_table(model, n=20, blur=2.0)
+    images, _ = clip.single_object_test(20, 1234, 16)
+    expected = judge.blur(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, 2.0)
+    assert all(torch.allclose(x, expected) for x in seen)
+    assert all(torch.equal(x, torch.from_numpy(images).float()) for x in seen_sharp)
+    # The rates count the fake's class 0 against the truth.
+    _, truth = clip.single_object_test(20, 1234, 16)
+    assert float(sharp["ensemble"]["color"]) == float((truth["color"] == 0).mean())

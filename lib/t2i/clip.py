@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, config, recipe, shapes, train, typography
+from . import checkpoint, config, judge, recipe, shapes, train, typography
 from . import nn as t2i_nn
 from .stats import Rate
 from .tokenizer import Tokenizer
@@ -321,9 +321,14 @@ def single_object_test(n: int, seed: int = 1234, res: int | None = None):
     return shapes.render(s, res or config.image_size()), truth
 
 
-def zero_shot_table(model: CLIP, n: int = 600, seed: int = 1234) -> dict[str, dict[str, Rate]]:
-    """Zero-shot accuracy per attribute on one-object renders: one template vs the ensemble."""
+def zero_shot_table(
+    model: CLIP, n: int = 600, seed: int = 1234, blur: float = 0.0
+) -> dict[str, dict[str, Rate]]:
+    """Zero-shot accuracy per attribute on one-object renders, blurred by a Gaussian of `blur`
+    pixels where it is set (a harder test): one template vs the ensemble."""
     images, truth = single_object_test(n, seed, model.res)
+    if blur:
+        images = judge.blur(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, blur)
     table = {}
     for name, first in [("one template", 1), ("ensemble", None)]:
         table[name] = {
