@@ -4,7 +4,7 @@ key/value cache (same logits and same tokens as rerunning the prefix)."""
 import torch
 import torch.nn.functional as F
 
-from t2i import checkpoint, dalle, vqvae
+from t2i import checkpoint, dalle, shapes, vqvae
 from t2i.nn import Block, KVCache
 
 
@@ -136,3 +136,17 @@ def test_dalle_trains_and_generates(tmp_path, monkeypatch):
     assert sum(hist[-3:]) < sum(hist[:3])
     images = dalle.generate(model, ["a red circle", "a red circle", "a blue square"], top_k=8)
     assert images.shape == (3, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
+
+
+def test_partial_captions_shorten_only_one_and_two_object_scenes(tmp_path, monkeypatch):
+    monkeypatch.setenv("T2I_DATA", str(tmp_path))
+    vae = vqvae.VQVAE(K=16, dim=8, width=8)  # grid 8: 32x32 renders
+    model = dalle.DALLE(vae, d=32, n_layers=1, n_heads=2, text_len=24, grid=8).eval()
+    full, image = dalle.tokenize_dataset(model, 60, seed=3, p_partial=0.0)
+    part, image2 = dalle.tokenize_dataset(model, 60, seed=3, p_partial=1.0)
+    assert torch.equal(image, image2)  # the same scenes, only the captions differ
+    counts = shapes.load_dataset(60, res=32, seed=3).scenes.count
+    words = lambda ids: (ids < len(model.tok)).sum(1)  # noqa: E731 (real words, not pads)
+    shorter = words(part) < words(full)
+    assert not shorter[torch.from_numpy(counts == 3)].any()
+    assert shorter[torch.from_numpy(counts <= 2)].float().mean() > 0.6

@@ -189,7 +189,7 @@ def _parse_before_issue_15(text):
 def _course_captions() -> list[str]:
     """Every kind of caption the course writes: the grammar's (every split and count), partial
     ones, GLIDE's and DALL-E's prompt sets, the label model's, and the junk kinds'."""
-    from t2i import dalle, glide
+    from t2i import dalle
     from t2i import label_diffusion as ld
 
     caps = []
@@ -200,7 +200,7 @@ def _course_captions() -> list[str]:
     keeps = [(a, b, c) for a in (False, True) for b in (False, True) for c in (False, True)]
     caps += [shapes.partial_caption(s, i, keeps[i % 8], rng) for i in range(len(s))]
     for counts, partial in [((1,), False), ((1,), True), ((2,), True), ((1, 2, 3), False)]:
-        caps += glide.prompt_set(300, seed=23, counts=counts, partial=partial)
+        caps += shapes.eval_prompts(300, seed=23, counts=counts, partial=partial)
     caps += [c for group in dalle.prompt_set().values() for c in group]
     caps += [ld.caption_of(v) for v in range(ld.NULL)]
     caps += [c for kind in junk.KINDS for c in junk.make(kind, 40, 16, seed=24)[1]]

@@ -24,6 +24,7 @@ Serves notebook 02.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -55,7 +56,9 @@ def default_config(**overrides) -> dict:
             gpu=dict(steps=20_000, batch=128, warmup=500),
         )
         | dict(lr=1e-3, weight_decay=0.01, ema=0.995),
-        data=dict(n_train=config.pick(smoke=512, cpu=20_000, gpu=100_000)),
+        # p_partial: one- and two-object captions made partial ("a red circle"), as CLIP's and
+        # GLIDE's are, so that what a student types is in distribution
+        data=dict(n_train=config.pick(smoke=512, cpu=20_000, gpu=100_000), p_partial=0.3),
     )
     return recipe.sections(cfg, **overrides)
 
@@ -267,20 +270,27 @@ def build(cfg: dict) -> DALLE:
 
 
 @torch.no_grad()
-def tokenize_dataset(model: DALLE, n: int, seed: int = 0, batch: int = 1000):
-    """(text ids, image token grids flattened) of n training scenes, with the frozen tokenizer."""
+def tokenize_dataset(model: DALLE, n: int, seed: int = 0, p_partial: float = 0.0, batch=1000):
+    """(text ids, image token grids flattened) of n training scenes, with the frozen tokenizer.
+    With probability p_partial a one- or two-object scene's caption is partial: each of size,
+    colour and place kept with probability 1/2 (`shapes.partial_caption`)."""
     data = shapes.load_dataset(n, res=4 * model.grid, seed=seed)
+    captions, s = list(data.captions), data.scenes
+    rng = np.random.default_rng(seed + 1)
+    for i in np.flatnonzero((s.count <= 2) & (rng.random(n) < p_partial)):
+        captions[i] = shapes.partial_caption(s, i, rng.random(3) < 0.5, rng)
     dev = next(model.parameters()).device
     x = data.tensor()
     image = torch.cat(
         [model.vae.tokens(x[i : i + batch].to(dev)).flatten(1).cpu() for i in range(0, n, batch)]
     )
-    return model.text_tokens(data.captions), image
+    return model.text_tokens(captions), image
 
 
 def train_model(model: DALLE, cfg: dict, path, live_plot: bool = True):
     model.vae.eval()
-    text, image = tokenize_dataset(model, cfg["data"]["n_train"], cfg["seed"])
+    data = cfg["data"]
+    text, image = tokenize_dataset(model, data["n_train"], cfg["seed"], data["p_partial"])
     dev = config.device()
 
     def batch_fn(step, gen):

@@ -599,16 +599,6 @@ def clip_grad(noised_clip: NoisedCLIP, prompts: list[str], scale: float):
 # --- measuring ----------------------------------------------------------------------------------
 
 
-def prompt_set(n: int, seed: int, counts=(1,), partial: bool = False, split: str = "test"):
-    """n test prompts with their scenes: full captions, or partial ones with the colour kept
-    (so the judge has a colour and a shape to check)."""
-    s = shapes.sample_scenes(n, seed=seed, split=split, counts=tuple(counts))
-    if not partial:
-        return shapes.caption(s, seed=seed)
-    rng = np.random.default_rng(seed)
-    return [shapes.partial_caption(s, i, (False, True, False), rng) for i in range(n)]
-
-
 def evaluate(images, prompts) -> dict:
     """The judge's table, plus two combined facts: "drawn", every named object's colour and
     shape right (the bar of one-object prompts), and "objects", every named object there with
@@ -701,10 +691,10 @@ def _evaluation(seed: int, n: int = 96, scale: float = 3.0) -> dict:
     """The judge on the four prompt sets of notebook 06 (one and two objects, full and short)."""
     model, diffusion = load_base()
     sets = {
-        "one object, full": prompt_set(n, 11),
-        "one object, short": prompt_set(n, 12, partial=True),
-        "two objects, full": prompt_set(n, 13, counts=(2,)),
-        "two objects, short": prompt_set(n, 14, counts=(2,), partial=True),
+        "one object, full": shapes.eval_prompts(n, 11),
+        "one object, short": shapes.eval_prompts(n, 12, partial=True),
+        "two objects, full": shapes.eval_prompts(n, 13, counts=(2,)),
+        "two objects, short": shapes.eval_prompts(n, 14, counts=(2,), partial=True),
     }
     return {
         name: evaluate(sample(model, diffusion, ps, "cfg", scale, seed=seed), ps)

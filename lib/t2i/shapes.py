@@ -403,6 +403,17 @@ def partial_caption(s: Scenes, i: int, keep, rng) -> str:
     return " ".join(words)
 
 
+def eval_prompts(n: int, seed: int, counts=(1,), partial: bool = False, split: str = "test"):
+    """n prompts of fresh scenes of a split: full captions, or partial ones that keep the colour
+    and drop size and place ("a red circle", "a red circle and a blue square"), so the judge has
+    a colour and a shape to check: what a student types."""
+    s = sample_scenes(n, seed=seed, split=split, counts=tuple(counts))
+    if not partial:
+        return caption(s, seed=seed)
+    rng = np.random.default_rng(seed)
+    return [partial_caption(s, i, (False, True, False), rng) for i in range(n)]
+
+
 # --- parsing a caption back into facts ------------------------------------------------------
 
 

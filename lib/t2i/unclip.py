@@ -782,7 +782,7 @@ def _evaluation(seed: int, n: int = 96) -> dict:
     """The judge on n short prompts drawn through either prior and the decoder."""
     parts = {"decoder": load_decoder(), "diffusion_prior": load_diffusion_prior()}
     parts["ar_prior"] = load_ar_prior()
-    prompts = glide.prompt_set(n, 12, partial=True)
+    prompts = shapes.eval_prompts(n, 12, partial=True)
     return {
         f"{name} prior": glide.evaluate(generate(prompts, name, seed=seed, parts=parts), prompts)
         for name in ("diffusion", "ar")
