@@ -24,7 +24,6 @@ Serves notebook 02.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -275,10 +274,7 @@ def tokenize_dataset(model: DALLE, n: int, seed: int = 0, p_partial: float = 0.0
     With probability p_partial a one- or two-object scene's caption is partial: each of size,
     colour and place kept with probability 1/2 (`shapes.partial_caption`)."""
     data = shapes.load_dataset(n, res=4 * model.grid, seed=seed)
-    captions, s = list(data.captions), data.scenes
-    rng = np.random.default_rng(seed + 1)
-    for i in np.flatnonzero((s.count <= 2) & (rng.random(n) < p_partial)):
-        captions[i] = shapes.partial_caption(s, i, rng.random(3) < 0.5, rng)
+    captions = shapes.shorten(data.scenes, data.captions, p_partial, seed + 1)
     dev = next(model.parameters()).device
     x = data.tensor()
     image = torch.cat(

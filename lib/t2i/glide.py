@@ -160,11 +160,7 @@ def captioned_scenes(n: int, seed: int, p_partial: float, counts=(1, 2), count_p
     1/2."""
     probs = tuple(count_probs) if count_probs else None
     s = shapes.sample_scenes(n, seed=seed, split="train", counts=tuple(counts), count_probs=probs)
-    captions = shapes.caption(s, seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    for i in np.flatnonzero(rng.random(n) < p_partial):
-        captions[i] = shapes.partial_caption(s, i, rng.random(3) < 0.5, rng)
-    return s, captions
+    return s, shapes.shorten(s, shapes.caption(s, seed=seed), p_partial, seed + 1)
 
 
 def _batches(cfg: dict, dev, res_list, objects: bool = False):

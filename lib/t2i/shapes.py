@@ -403,6 +403,16 @@ def partial_caption(s: Scenes, i: int, keep, rng) -> str:
     return " ".join(words)
 
 
+def shorten(s: Scenes, captions: list[str], p_partial: float, seed: int) -> list[str]:
+    """The captions with each one- or two-object scene's made partial with probability
+    p_partial (each of size, colour and place kept with probability 1/2), as GLIDE and DALL-E
+    train on."""
+    captions, rng = list(captions), np.random.default_rng(seed)
+    for i in np.flatnonzero((s.count <= 2) & (rng.random(len(s)) < p_partial)):
+        captions[i] = partial_caption(s, i, rng.random(3) < 0.5, rng)
+    return captions
+
+
 def eval_prompts(n: int, seed: int, counts=(1,), partial: bool = False, split: str = "test"):
     """n prompts of fresh scenes of a split: full captions, or partial ones that keep the colour
     and drop size and place ("a red circle", "a red circle and a blue square"), so the judge has
