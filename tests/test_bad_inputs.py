@@ -371,3 +371,18 @@ def test_sigterm_stops_a_training_command_with_130_after_saving(tmp_path):
     (saved,) = (config.data_dir() / "checkpoints").glob("vqvae-*.pt")
     payload = checkpoint.load(saved)
     assert payload["done"] is False and payload["step"] == 3
+
+
+def test_the_library_warns_in_one_line_without_its_file_path():
+    """A warning of the course reaches the student as one line: no lib/t2i/... path, no source
+    line. Other packages' warnings keep Python's format."""
+    code = (
+        "import warnings; from t2i import config; "
+        "config.warn('the cache file x.pt was trained with another configuration'); "
+        "warnings.warn('a third-party warning')"
+    )
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr
+    lines = err.splitlines()
+    assert lines[0] == "warning: the cache file x.pt was trained with another configuration"
+    assert "<string>:1: UserWarning: a third-party warning" in lines[1]
+    assert issubclass(config.CourseWarning, UserWarning)  # pytest.warns(UserWarning) sees it

@@ -126,6 +126,38 @@ def test_bitmap_and_stamp():
     assert (before.present == after.present).all() and (before.shape == after.shape).all()
 
 
+def test_labelled_objects_painted_grey_keep_their_shape_and_lose_their_colour():
+    s = shapes.sample_scenes(12, seed=5, counts=(1,))
+    plain = typography.stamp(shapes.render(s, 32), [shapes.COLOR_NAMES[c] for c in s.color[:, 0]],
+                             typography.free_row(s))  # fmt: skip
+    grey = np.arange(12) % 2 == 0
+    out = clip.labelled(s, 32, grey)
+    assert np.array_equal(out[~grey], plain[~grey])  # not grey: the render with its word
+    assert (out[grey] != plain[grey]).any(-1).any((1, 2)).all()
+    palette = np.array(list(shapes.COLORS.values()))
+    # No palette colour is left on a grey object, and the core of the object is exactly GREY.
+    assert not (out[grey][..., None, :] == palette).all(-1).any()
+    assert ((out[grey] == clip.GREY).all(-1).sum((1, 2)) > 10).all()
+    # The written word is untouched: ink pixels are the same in both.
+    ink = (plain == typography.INK).all(-1)
+    assert ((out == typography.INK).all(-1) == ink).all()
+    # The judge still sees the shape where it sees an object at all.
+    assert (judge.read(out[grey]).present.sum(1) <= 1).all()
+
+
+def test_grey_text_paints_every_worded_one_object_image_grey_and_nothing_else():
+    cfg = clip.default_config(text_images=1.0, word_only=0.0)["data"]
+    x, captions, pos = clip.make_pairs(64, seed=2, cfg=cfg)
+    x_grey, captions_grey, pos_grey = clip.make_pairs(64, seed=2, cfg=dict(cfg, grey_text=1.0))
+    one = shapes.sample_scenes(64, seed=2, split="train").count == 1
+    assert 10 < one.sum() < 60
+    grey = torch.from_numpy(one)
+    in_greys = (x_grey.amax(1) - x_grey.amin(1) < 0.02).flatten(1).all(1)
+    assert torch.equal(in_greys, grey)  # every one-object image is grey, no other
+    assert torch.equal(x_grey[~grey], x[~grey])
+    assert captions_grey == captions and torch.equal(pos_grey, pos)  # the captions name colours
+
+
 def test_best_of_n_by_hand():
     scores = torch.tensor([[0.1, 0.9, 0.5, 0.2], [0.8, 0.1, 0.3, 0.4]])
     correct = torch.tensor([[False, True, True, False], [False, True, False, True]])
@@ -186,3 +218,14 @@ def test_zero_shot_table_blurs_the_renders_it_is_asked_to(monkeypatch):
     # The rates count the fake's class 0 against the truth.
     _, truth = clip.single_object_test(20, 1234, 16)
     assert float(sharp["ensemble"]["color"]) == float((truth["color"] == 0).mean())
+
+
+def test_the_reading_ablation_fine_tunes_the_course_clip_on_data_that_differs_only_in_grey():
+    agree, carry = clip.reading_config(0.0), clip.reading_config(0.5)
+    assert agree["model"]["base"] == clip.default_config()
+    differ = {k for k in agree["data"] if agree["data"][k] != carry["data"][k]}
+    assert differ == {"grey_text"} and agree["train"] == carry["train"]
+    base = clip.get_clip()  # trained at the smoke profile, cached in tmp_path
+    start = clip.build_reading(agree)
+    for (name, p), q in zip(start.state_dict().items(), base.state_dict().values()):
+        assert torch.equal(p.cpu(), q.cpu()), name

@@ -150,3 +150,18 @@ def test_partial_captions_shorten_only_one_and_two_object_scenes(tmp_path, monke
     shorter = words(part) < words(full)
     assert not shorter[torch.from_numpy(counts == 3)].any()
     assert shorter[torch.from_numpy(counts <= 2)].float().mean() > 0.6
+
+
+def test_the_seen_control_matches_the_held_out_counts_with_seen_pairs_only():
+    sets = dalle.prompt_set(control=True)
+    facts = {k: [shapes.parse_caption(c) for c in v] for k, v in sets.items()}
+    counts = {k: sorted(len(f.objects) for f in v) for k, v in facts.items()}
+    assert counts["seen control"] == counts["held-out"] and set(counts["held-out"]) == {1, 2}
+    pairs = {
+        k: [{(o["color"], o["shape"]) for o in f.objects} for f in v] for k, v in facts.items()
+    }
+    assert all(("purple", "triangle") not in p for p in pairs["seen control"])
+    assert sum(("purple", "triangle") in p for p in pairs["held-out"]) >= counts["held-out"].count(
+        1
+    )
+    assert list(dalle.prompt_set()) == ["single object", "two objects", "held-out"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -42,18 +41,15 @@ def load(path: Path, cfg: dict | None = None) -> dict | None:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt, truncated, or not a checkpoint at all
-        warnings.warn(
-            f"checkpoint {path} could not be read ({type(err).__name__}); it will be retrained",
-            stacklevel=2,
+        config.warn(
+            f"checkpoint {path} could not be read ({type(err).__name__}); it will be retrained"
         )
         return None
     if not isinstance(payload, dict) or "model" not in payload:
-        warnings.warn(f"{path} is not a t2i checkpoint; it will be retrained", stacklevel=2)
+        config.warn(f"{path} is not a t2i checkpoint; it will be retrained")
         return None
     if cfg is not None and payload.get("config") != json.loads(json.dumps(cfg, default=str)):
-        warnings.warn(
-            f"{path} was trained with another configuration; it will be retrained", stacklevel=2
-        )
+        config.warn(f"{path} was trained with another configuration; it will be retrained")
         return None
     return payload
 
@@ -74,7 +70,7 @@ def set_aside(path: Path, why: str, then: str = "retraining") -> None:
     """Rename a cache file that cannot be used to NAME.misfit (kept for a look, never read),
     with a warning that names it, says why, and what happens `then`."""
     aside = path.with_suffix(".misfit")
-    warnings.warn(f"{path} {why}: set aside as {aside.name}, {then}", stacklevel=3)
+    config.warn(f"{path} {why}: set aside as {aside.name}, {then}")
     path.replace(aside)
 
 

@@ -153,9 +153,12 @@ def make_pairs(n: int, seed: int, cfg: dict):
     cfg["partial"] (each of size,
     colour and position kept with probability 1/2), so short prompts like "a red circle" are
     in distribution. A fraction cfg["text_images"] of one-object images carry their colour's
-    name written in ink (text that agrees with the picture, like a label on a product), and a
-    fraction cfg["word_only"] are just a written word captioned by that word: the toy version of
-    the text-bearing images CLIP learned to read from.
+    name written in ink (text that agrees with the picture, like a label on a product); a
+    fraction cfg["grey_text"] of those have their object painted grey, so that only the word
+    tells the colour the caption names (text that carries what the pixels do not, as on the
+    internet's signs and products). A fraction cfg["word_only"] of the other images are just a
+    written word captioned by that word: the toy version of the text-bearing images CLIP
+    learned to read from.
     """
     rng = np.random.default_rng(seed)
     s = shapes.sample_scenes(n, seed=seed, split="train")
@@ -170,8 +173,8 @@ def make_pairs(n: int, seed: int, cfg: dict):
         captions[i] = shapes.partial_caption(s, i, keep, rng)
         claim[i, [0, 1, 3]] = np.where(keep, claim[i, [0, 1, 3]], _ANY)
     text = np.flatnonzero(one & (rng.random(n) < cfg["text_images"]))
-    names = [shapes.COLOR_NAMES[c] for c in s.color[text, 0]]
-    images[text] = typography.stamp(images[text], names, typography.free_row(s[text], cfg["res"]))
+    grey = np.random.default_rng([seed, 1]).random(len(text)) < cfg["grey_text"]
+    images[text] = labelled(s[text], cfg["res"], grey)
     word_only = np.flatnonzero(~one & (rng.random(n) < cfg["word_only"]))
     vocab = shapes.COLOR_NAMES + shapes.SHAPES
     picks = [vocab[k] for k in rng.integers(len(vocab), size=len(word_only))]
@@ -188,6 +191,26 @@ def make_pairs(n: int, seed: int, cfg: dict):
     positives = (holds & one[:, None] & one[None]).T | np.eye(n, dtype=bool)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
     return x, captions, torch.from_numpy(positives)
+
+
+GREY = (120, 120, 120)
+
+
+def labelled(s: shapes.Scenes, res: int, grey) -> np.ndarray:
+    """One-object scenes rendered with their colour's name written in ink, the object painted
+    GREY (edges kept) where grey[i] is true: then only the word tells its colour."""
+    images = shapes.render(s, res)
+    colors = s.color[:, 0]
+    bg = np.array(shapes.BACKGROUND, np.float32)
+    paint = np.array(list(shapes.COLORS.values()), np.float32)[colors] - bg
+    d = images.astype(np.float32) - bg
+    alpha = (d * paint[:, None, None]).sum(-1, keepdims=True) / (paint**2).sum(-1)[
+        :, None, None, None
+    ]
+    painted_grey = bg + alpha.clip(0, 1) * (np.array(GREY, np.float32) - bg)
+    images = np.where(np.asarray(grey)[:, None, None, None], np.round(painted_grey), images)
+    names = [shapes.COLOR_NAMES[c] for c in colors]
+    return typography.stamp(images.astype(np.uint8), names, typography.free_row(s, res))
 
 
 # --- configuration and training -----------------------------------------------------------
@@ -211,7 +234,9 @@ def default_config(**overrides) -> dict:
             warmup=config.pick(smoke=5, cpu=50, gpu=200),
             weight_decay=0.1,
         ),
-        data=dict(res=config.image_size(), partial=0.5, text_images=0.3, word_only=0.3),
+        data=dict(
+            res=config.image_size(), partial=0.5, text_images=0.3, word_only=0.3, grey_text=0.0
+        ),
     )
     return recipe.sections(cfg, **overrides)
 
@@ -252,6 +277,36 @@ def get_clip(cfg: dict | None = None, retrain: bool = False) -> CLIP:
     """The course's CLIP for the active profile, from the cache or trained now."""
     cfg = cfg or default_config()
     return checkpoint.load_or_train("clip", cfg, build, train_clip, retrain=retrain)
+
+
+def reading_config(grey_text: float, **overrides) -> dict:
+    """The typographic attack as an ablation of the data: the course's CLIP fine-tuned on data
+    where a share grey_text of the written words carry the colour (on a grey object), or none
+    (grey_text 0: every word agrees with the paint, as in the course's CLIP's data)."""
+    base = default_config()
+    cfg = dict(
+        seed=1,
+        model=dict(base=base),
+        train=dict(
+            base["train"], steps=config.pick(smoke=10, cpu=150, gpu=500), lr=5e-4, warmup=20
+        ),
+        data=dict(base["data"], grey_text=grey_text),
+    )
+    return recipe.sections(cfg, **overrides)
+
+
+def build_reading(cfg: dict) -> CLIP:
+    """A CLIP that starts as the course's CLIP (cfg["model"]["base"])."""
+    model = build(cfg["model"]["base"])
+    model.load_state_dict(get_clip(cfg["model"]["base"]).state_dict())
+    return model
+
+
+def get_reading_clip(grey_text: float) -> CLIP:
+    """The course's CLIP fine-tuned by `reading_config(grey_text)`, from the cache or now."""
+    return checkpoint.load_or_train(
+        "clip-reading", reading_config(grey_text), build_reading, train_clip
+    )
 
 
 # --- zero-shot classification -------------------------------------------------------------
@@ -413,6 +468,18 @@ def typographic_attack(model: CLIP, n: int = 300, seed: int = 7) -> dict[str, di
             "follows the word": Rate.of(pred == wrong),
         }
     return out
+
+
+READING_DATA = {"words agree with the paint": 0.0, "half the words carry the colour": 0.5}
+
+
+def typographic_ablation(n: int = 300, seed: int = 7) -> dict[str, dict[str, Rate]]:
+    """The attack (sentence templates) on two fine-tunes of the course's CLIP that differ only
+    in their data (READING_DATA: the share of worded images whose object is grey)."""
+    return {
+        name: typographic_attack(get_reading_clip(grey), n, seed)["sentence templates"]
+        for name, grey in READING_DATA.items()
+    }
 
 
 # --- reranking generated samples ------------------------------------------------------------

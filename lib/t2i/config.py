@@ -14,10 +14,29 @@ import contextlib
 import os
 import random
 import secrets
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+
+class CourseWarning(UserWarning):
+    """What the course's library warns of (a cache file retrained, a caption cut, images in
+    the wrong range): shown as one line, without the library's file path and source line."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, CourseWarning, stacklevel=2)
+
+
+def _format_warning(message, category, filename, lineno, line=None, plain=warnings.formatwarning):
+    if issubclass(category, CourseWarning):
+        return f"warning: {message}\n"
+    return plain(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _format_warning
 
 PROFILES = ("smoke", "cpu", "gpu")
 

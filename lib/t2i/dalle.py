@@ -233,16 +233,30 @@ def complete(model, images, captions, rows: int = 3, n: int = 1, **kwargs):
 # --- the fixed prompt set and its measure ---------------------------------------------------
 
 
-def prompt_set(n_single: int = 96, n_double: int = 48, n_heldout: int = 48, seed: int = 4242):
-    """Fixed evaluation prompts: single objects, two objects, held-out compositions."""
+def prompt_set(
+    n_single: int = 96, n_double: int = 48, n_heldout: int = 48, seed: int = 4242, control=False
+):
+    """Fixed evaluation prompts: single objects, two objects, held-out compositions, and with
+    control, a matched seen control: test-split scenes with the held-out set's object counts
+    (as many one- and two-object prompts), whose colour-shape pairs were all seen in training."""
     single = shapes.sample_scenes(n_single, seed=seed, split="test", counts=(1,))
     double = shapes.sample_scenes(n_double, seed=seed + 1, split="test", counts=(2,))
     held = shapes.sample_scenes(n_heldout, seed=seed + 2, split="heldout", counts=(1, 2))
-    return {
+    out = {
         "single object": shapes.caption(single, seed),
         "two objects": shapes.caption(double, seed + 1),
         "held-out": shapes.caption(held, seed + 2),
     }
+    if control:
+        out["seen control"] = [
+            caption
+            for k in (1, 2)
+            for caption in shapes.caption(
+                shapes.sample_scenes(int((held.count == k).sum()), seed + 2 + k, "test", (k,)),
+                seed + 2 + k,
+            )
+        ]
+    return out
 
 
 def evaluate(model, temperatures=(1.0, 0.5), top_k=None, seed=0, prompts=None):

@@ -20,11 +20,12 @@ grad log p(y | x_t) (`gradient_guidance`: a noisy classifier's, or a noised CLIP
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from . import config
 
 
 def linear_betas(T: int) -> np.ndarray:
@@ -191,10 +192,9 @@ class GaussianDiffusion:
         if steps < 1:
             raise ValueError(f"steps must be at least 1, not {steps}")
         if steps > self.T:
-            warnings.warn(
+            config.warn(
                 f"{steps} sampling steps asked for, but the process has T = {self.T}: capped at "
-                f"{self.T}",
-                stacklevel=3,
+                f"{self.T}"
             )
             steps = self.T
         return sorted({int(round(v)) for v in np.linspace(0, self.T - 1, steps)}, reverse=True)

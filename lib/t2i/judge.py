@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import shapes
+from . import config, shapes
 from .stats import Rate
 
 BG = torch.tensor(shapes.BACKGROUND, dtype=torch.float32) / 255.0
@@ -77,10 +76,9 @@ def as_unit_images(images) -> torch.Tensor:
         )
     lo, hi = (x.min().item(), x.max().item()) if x.numel() else (-1.0, 1.0)
     if 0 <= lo and hi <= 1 and hi - lo > 0.5:
-        warnings.warn(
+        config.warn(
             f"the images lie in [0, 1] (min {lo:.3f}, max {hi:.3f}), but the judge reads float "
-            "images in [-1, 1]: pass 2 * x - 1 if they are [0, 1] images",
-            stacklevel=3,
+            "images in [-1, 1]: pass 2 * x - 1 if they are [0, 1] images"
         )
     return ((x + 1) / 2).clamp(0, 1)
 

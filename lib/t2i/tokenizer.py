@@ -10,11 +10,10 @@ Serves notebooks 00 and 02-07.
 from __future__ import annotations
 
 import re
-import warnings
 
 import torch
 
-from . import shapes
+from . import config, shapes
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 SPECIALS = [PAD, BOS, EOS]
@@ -75,7 +74,7 @@ class Tokenizer:
             )
             if not truncate:
                 raise ValueError(msg + " (pass truncate=True to cut it)")
-            warnings.warn(msg + "; cut to fit", stacklevel=2)
+            config.warn(msg + "; cut to fit")
             ids = ids[: self.context_length - 1] + [self.eos_id]
         return ids
 

@@ -16,7 +16,6 @@ import math
 import signal
 import threading
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -285,7 +284,7 @@ def _load_optimizer(opt, saved, path) -> bool:
         opt.load_state_dict(saved["optimizer"])
         return True
     except ValueError as err:
-        warnings.warn(f"{path} cannot be resumed ({err}); training from the start", stacklevel=3)
+        config.warn(f"{path} cannot be resumed ({err}); training from the start")
         return False
 
 
