@@ -293,7 +293,8 @@ def evaluate(images, labels) -> dict:
     diversity numbers among the samples of one class, averaged over classes: `size_entropy`,
     the entropy in bits of the judge's small/large reading (1 for the renders' 50/50 mix, 0 when
     every sample has the same size), and `spread`, the standard deviation of the object's centre
-    as a fraction of the image side (renders, uniform over the 3x3 grid: about 0.2)."""
+    as a fraction of the image side (renders, uniform over the 3x3 grid: about 0.2); and
+    `off_palette`, the mean `judge.off_palette` (noise left on the samples)."""
     labels = [label_index(v) for v in labels]
     table = judge.score(images, [caption_of(v) for v in labels])
     reading = judge.read(images)
@@ -308,6 +309,7 @@ def evaluate(images, labels) -> dict:
             spreads.append(float(np.sqrt(pts.var(axis=0).mean())))
     table["size_entropy"] = float(np.mean(sizes)) if sizes else 0.0
     table["spread"] = float(np.mean(spreads)) if spreads else 0.0
+    table["off_palette"] = float(judge.off_palette(images).mean())
     return table
 
 
