@@ -120,6 +120,8 @@ def test_wilson_interval_matches_hand_computation():
     assert stats.wilson(0, 20)[0] == 0.0 and stats.wilson(20, 20)[1] == 1.0
     r = stats.Rate(3, 4)
     assert r == 0.75 and r + 0.25 == 1.0 and r.interval() == stats.wilson(3, 4)
+    assert f"{stats.Rate(8, 10).interval()}" == "[0.490, 0.943]"  # as a sentence prints it
+    assert repr(stats.Rate(8, 10)) == "0.800 [0.490, 0.943] (n=10)"
     assert stats.differ(stats.Rate(95, 100), stats.Rate(50, 100))
     assert not stats.differ(stats.Rate(9, 10), stats.Rate(8, 10))
 
@@ -264,3 +266,16 @@ def test_grid_titles_carry_the_marks_and_column_titles_head_the_rows():
     fig = plot.before_after({"a long label that must wrap": x}, titles=["t = 0", "t = 1", "t = 2"])
     assert [ax.get_title() for ax in fig.axes] == ["t = 0", "t = 1", "t = 2"]
     assert "\n" in fig.axes[0].get_ylabel()
+
+
+def test_off_palette_is_zero_on_the_worlds_colours_and_grows_with_noise():
+    flat = torch.tensor([*shapes.COLORS.values(), shapes.BACKGROUND], dtype=torch.float32)
+    x = (flat / 127.5 - 1)[:, :, None, None].expand(-1, -1, 8, 8)  # one flat image per colour
+    assert torch.allclose(judge.off_palette(x), torch.zeros(len(x)), atol=1e-6)
+    # The background lifted by 0.03 in each channel ([0, 1] RGB): off by sqrt(3) * 0.03.
+    lifted = x[-1:] + 2 * 0.03
+    assert torch.allclose(judge.off_palette(lifted), torch.tensor([3**0.5 * 0.03]), atol=1e-5)
+    renders = shapes.render_tensor(shapes.sample_scenes(32, seed=1, counts=(1,)), 16)
+    edges = judge.off_palette(renders)
+    noisy = judge.off_palette((renders + 0.2 * torch.randn_like(renders)).clamp(-1, 1))
+    assert (edges < 0.03).all() and (noisy > 3 * edges).all()

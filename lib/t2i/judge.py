@@ -385,7 +385,10 @@ def off_palette(images) -> torch.Tensor:
     x = as_unit_images(images)
     world = torch.tensor([*shapes.COLORS.values(), shapes.BACKGROUND], dtype=torch.float32) / 255
     pixels = x.permute(0, 2, 3, 1).reshape(len(x), -1, 3)
-    return torch.cdist(pixels, world.expand(len(x), -1, -1)).min(-1).values.mean(1)
+    d = torch.cdist(
+        pixels, world.expand(len(x), -1, -1), compute_mode="donot_use_mm_for_euclid_dist"
+    )
+    return d.min(-1).values.mean(1)
 
 
 def blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

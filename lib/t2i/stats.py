@@ -23,6 +23,13 @@ def wilson(k: float, n: int, z: float = Z95) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+class Interval(tuple):
+    """(low, high) that prints as "[0.742, 0.990]" in a sentence."""
+
+    def __repr__(self) -> str:
+        return f"[{self[0]:.3f}, {self[1]:.3f}]"
+
+
 class Rate(float):
     """A fraction k/n that keeps k and n: Rate.of(hits) or Rate(k, n)."""
 
@@ -40,16 +47,15 @@ class Rate(float):
         hits = [bool(h) for h in hits]
         return cls(sum(hits), len(hits))
 
-    def interval(self) -> tuple[float, float]:
+    def interval(self) -> Interval:
         """The 95% Wilson interval."""
-        return wilson(self.k, self.n)
+        return Interval(wilson(self.k, self.n))
 
     def __reduce__(self):  # pickle/copy keep k and n
         return (Rate, (self.k, self.n))
 
     def __repr__(self) -> str:
-        lo, hi = self.interval()
-        return f"{float(self):.3f} [{lo:.3f}, {hi:.3f}] (n={self.n})"
+        return f"{float(self):.3f} {self.interval()} (n={self.n})"
 
 
 def differ(a: Rate, b: Rate) -> bool:
