@@ -135,7 +135,7 @@ def test_a_checkpoint_that_does_not_fit_is_set_aside_and_a_fresh_model_trained()
         return torch.nn.Linear(c["width"], 1)
 
     def fake_train(model, c, p):
-        trained_from["weight"] = model.weight.detach().clone()
+        trained_from["weight"] = model.weight.detach().cpu().clone()  # trained on any device
 
     with pytest.warns(UserWarning, match="does not fit"):
         checkpoint.load_or_train("tiny", cfg, build, fake_train)

@@ -204,9 +204,8 @@ def labelled(s: shapes.Scenes, res: int, grey) -> np.ndarray:
     bg = np.array(shapes.BACKGROUND, np.float32)
     paint = np.array(list(shapes.COLORS.values()), np.float32)[colors] - bg
     d = images.astype(np.float32) - bg
-    alpha = (d * paint[:, None, None]).sum(-1, keepdims=True) / (paint**2).sum(-1)[
-        :, None, None, None
-    ]
+    # How much of each pixel is the object's paint: 1 inside, 0 on the background, between on edges.
+    alpha = np.einsum("nhwc,nc->nhw", d, paint / (paint**2).sum(-1, keepdims=True))[..., None]
     painted_grey = bg + alpha.clip(0, 1) * (np.array(GREY, np.float32) - bg)
     images = np.where(np.asarray(grey)[:, None, None, None], np.round(painted_grey), images)
     names = [shapes.COLOR_NAMES[c] for c in colors]
@@ -287,9 +286,7 @@ def reading_config(grey_text: float, **overrides) -> dict:
     cfg = dict(
         seed=1,
         model=dict(base=base),
-        train=dict(
-            base["train"], steps=config.pick(smoke=10, cpu=150, gpu=500), lr=5e-4, warmup=20
-        ),
+        train=dict(base["train"], steps=config.pick(smoke=10, cpu=75, gpu=500), lr=5e-4, warmup=20),
         data=dict(base["data"], grey_text=grey_text),
     )
     return recipe.sections(cfg, **overrides)
