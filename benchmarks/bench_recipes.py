@@ -57,9 +57,8 @@ def main(names: list[str]) -> None:
         minutes = ms * cfg["train"]["steps"] / 60_000
         total += minutes
         params = count_parameters(r.build(cfg))
-        batch = cfg["train"].get("batch") or cfg["model"].get("base", {}).get("train", {}).get(
-            "batch"
-        )
+        base = cfg["model"].get("base", {})  # a fine-tune trains on its base model's batches
+        batch = cfg["train"].get("batch") or base.get("train", {}).get("batch")
         print(f"| {name} | {params:,} | {batch} | {ms:.1f} | {cfg['train']['steps']:,} | "
               f"{minutes:.1f} |", flush=True)  # fmt: skip
     print(f"| all | | | | | {total:.1f} |")

@@ -131,7 +131,7 @@ def test_labelled_objects_painted_grey_keep_their_shape_and_lose_their_colour():
     plain = typography.stamp(shapes.render(s, 32), [shapes.COLOR_NAMES[c] for c in s.color[:, 0]],
                              typography.free_row(s))  # fmt: skip
     grey = np.arange(12) % 2 == 0
-    out = clip.labelled(s, 32, grey)
+    out = clip.labelled(s, shapes.render(s, 32), grey)
     assert np.array_equal(out[~grey], plain[~grey])  # not grey: the render with its word
     assert (out[grey] != plain[grey]).any(-1).any((1, 2)).all()
     palette = np.array(list(shapes.COLORS.values()))

@@ -174,7 +174,7 @@ def make_pairs(n: int, seed: int, cfg: dict):
         claim[i, [0, 1, 3]] = np.where(keep, claim[i, [0, 1, 3]], _ANY)
     text = np.flatnonzero(one & (rng.random(n) < cfg["text_images"]))
     grey = np.random.default_rng([seed, 1]).random(len(text)) < cfg["grey_text"]
-    images[text] = labelled(s[text], cfg["res"], grey)
+    images[text] = labelled(s[text], images[text], grey)
     word_only = np.flatnonzero(~one & (rng.random(n) < cfg["word_only"]))
     vocab = shapes.COLOR_NAMES + shapes.SHAPES
     picks = [vocab[k] for k in rng.integers(len(vocab), size=len(word_only))]
@@ -196,10 +196,10 @@ def make_pairs(n: int, seed: int, cfg: dict):
 GREY = (120, 120, 120)
 
 
-def labelled(s: shapes.Scenes, res: int, grey) -> np.ndarray:
-    """One-object scenes rendered with their colour's name written in ink, the object painted
-    GREY (edges kept) where grey[i] is true: then only the word tells its colour."""
-    images = shapes.render(s, res)
+def labelled(s: shapes.Scenes, images: np.ndarray, grey) -> np.ndarray:
+    """Renders of one-object scenes (`shapes.render`) with their colour's name written in ink,
+    the object painted GREY (edges kept) where grey[i] is true: then only the word tells its
+    colour."""
     colors = s.color[:, 0]
     bg = np.array(shapes.BACKGROUND, np.float32)
     paint = np.array(list(shapes.COLORS.values()), np.float32)[colors] - bg
@@ -209,6 +209,7 @@ def labelled(s: shapes.Scenes, res: int, grey) -> np.ndarray:
     painted_grey = bg + alpha.clip(0, 1) * (np.array(GREY, np.float32) - bg)
     images = np.where(np.asarray(grey)[:, None, None, None], np.round(painted_grey), images)
     names = [shapes.COLOR_NAMES[c] for c in colors]
+    res = images.shape[1]
     return typography.stamp(images.astype(np.uint8), names, typography.free_row(s, res))
 
 
