@@ -295,7 +295,10 @@ def classifier_free(model, scale: float, cond: dict, uncond: dict):
 def gradient_guidance(log_p, scale: float):
     """A cond_fn(x_t, t) = scale * grad_x log_p(x_t, t), for any differentiable score of how
     well x_t fits the condition: a noisy classifier's log-probability (ADM sec. 4) or a noised
-    CLIP's image-text similarity (GLIDE sec. 3.3). log_p returns one value per sample."""
+    CLIP's image-text similarity (GLIDE sec. 3.3). log_p returns one value per sample. At
+    scale 0 there is nothing to add: None, and the sampler skips the gradient."""
+    if scale == 0:
+        return None
 
     def cond_fn(x, t):
         with torch.enable_grad():

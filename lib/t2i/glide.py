@@ -232,7 +232,7 @@ def upsampler_config(**overrides) -> dict:
         res=config.pick(smoke=8, cpu=16, gpu=32),  # the training crop
         coords=False,  # crops: the low-resolution image says where things are
         p_empty=0.1,
-        steps=config.pick(smoke=20, cpu=300, gpu=10_000),
+        steps=config.pick(smoke=20, cpu=200, gpu=10_000),
     )
     cfg["data"]["out_res"] = config.pick(smoke=16, cpu=32, gpu=64)
     cfg["train"]["low_res_noise"] = 0.05
@@ -537,7 +537,7 @@ def noised_clip_config(**overrides) -> dict:
         diffusion=base["diffusion"],  # it reads the base model's x_t: the same process
         train=dict(
             p_empty=0.0,
-            steps=config.pick(smoke=30, cpu=350, gpu=4000),
+            steps=config.pick(smoke=30, cpu=250, gpu=4000),
             batch=config.pick(smoke=16, cpu=128, gpu=256),
             lr=2e-3,
             warmup=config.pick(smoke=5, cpu=50, gpu=200),

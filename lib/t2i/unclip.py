@@ -120,7 +120,7 @@ def decoder_config(**overrides) -> dict:
         seed=5,
         p_empty=0.5,  # the caption, dropped half the time
         min_snr=None,  # unweighted: GLIDE's Min-SNR weighting is not measured on the decoder
-        steps=config.pick(smoke=30, cpu=800, gpu=20_000),
+        steps=config.pick(smoke=30, cpu=600, gpu=20_000),
     )
     cfg["model"]["embed"] = clip.default_config()["model"]["embed"]
     cfg["train"] |= dict(
