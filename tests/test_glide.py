@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from t2i import glide, recipe, shapes
+from t2i import glide, label_diffusion, recipe, shapes
 from t2i.tokenizer import Tokenizer
 
-CFG = glide.base_config(res=8, ch=8, mults=[1, 2], attn_res=[8, 4], text_width=16, text_layers=1)
+CFG = glide.base_config(
+    res=8, ch=8, mults=[1, 2], attn_res=[8, 4], text_width=16, text_layers=1, init=None
+)
 
 
 def tiny(cls=glide.Text2Im):
@@ -143,6 +145,26 @@ def test_a_short_training_run_lowers_the_loss():
     hist = glide.train_base(m, cfg, live_plot=False)
     first, last = sum(hist.loss[:5]) / 5, sum(hist.loss[-5:]) / 5
     assert last < 0.85 * first
+
+
+def test_the_base_starts_as_the_label_model_without_its_label():
+    arch = dict(res=8, ch=8, mults=[1, 2], blocks=1, attn_res=[4])
+    label_model = label_diffusion.build_model(label_diffusion.model_config(**arch))
+    with torch.no_grad():  # as if trained: no zero-initialized output layer left
+        for p in label_model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    base = glide.build_base(glide.base_config(**arch, text_width=16, text_layers=1, init=None))
+    glide.start_from_label_model(base.unet, label_model)
+    own = base.unet.state_dict()
+    for name, value in label_model.state_dict().items():
+        if name == "encoder.inp.weight":  # RGB copied, the two coordinate channels at zero
+            assert torch.equal(own[name][:, :3], value) and not own[name][:, 3:].any()
+        elif not name.startswith("embed.label"):
+            assert torch.equal(own[name], value), name
+    wider = {**arch, "ch": 16}
+    other = glide.build_base(glide.base_config(**wider, text_width=16, text_layers=1, init=None))
+    with pytest.raises(ValueError, match="init=None"):
+        glide.start_from_label_model(other.unet, label_model)
 
 
 def test_tokenizer_round_trip_for_partial_captions():
