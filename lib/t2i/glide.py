@@ -131,11 +131,8 @@ def base_config(**overrides) -> dict:
     label: the same U-Net, schedule and training, a text transformer beside it, twice the steps
     of noise and scenes (one and two objects, full and partial captions); 16x16 on the cpu
     profile. Its U-Net starts as 05's trained label model (train section's init; None: from
-    scratch), where the paper trains from scratch: in notebook 06's measure (cpu profile, 96
-    prompts a set), 1,000 steps from it drew two objects in their colours 0.38 / 0.64 (full /
-    short prompts) against 0.33 / 0.46 after 1,350 steps from scratch, in three quarters of the
-    time; single objects of full prompts 0.92 against 0.97. Overrides go to the section that
-    holds each key."""
+    scratch), where the paper trains from scratch: notebook 06 measures what it gains. Overrides
+    go to the section that holds each key."""
     cfg = label_diffusion.model_config(
         T=config.pick(smoke=100, cpu=500, gpu=1000),
         n_train=config.pick(smoke=2_000, cpu=40_000, gpu=100_000),
@@ -168,23 +165,22 @@ def build_base(cfg: dict) -> Text2Im:
 
 def start_from_label_model(unet: UNet, label_model: UNet) -> None:
     """Copy a trained label model's U-Net into a caption model's: every weight but the label
-    embedding, which the caption replaces. The caption's projections are new, and so are the
-    coordinate channels of the input (their weights start at zero, so the copy computes what the
-    label model computed without its label)."""
-    state = {k: v for k, v in label_model.state_dict().items() if not k.startswith("embed.label")}
-    inp = "encoder.inp.weight"
-    try:
-        widened = torch.zeros_like(unet.state_dict()[inp])
-        widened[:, : state[inp].shape[1]] = state[inp]
-        state[inp] = widened
-        unexpected = unet.load_state_dict(state, strict=False).unexpected_keys
-    except RuntimeError as e:
-        unexpected = [str(e).splitlines()[-1].strip()]
-    if unexpected:
+    embedding, which the caption replaces. The caption's projections keep their initialisation;
+    the input's coordinate channels get zero weights, so the image is read as 05 read it."""
+    own = unet.state_dict()
+    copied = {k: v for k, v in label_model.state_dict().items() if not k.startswith("embed.label")}
+    inp = "encoder.inp.weight"  # (out, in, 3, 3): zero weights for the extra input channels
+    copied[inp] = F.pad(
+        copied[inp], (0, 0, 0, 0, 0, max(0, own[inp].shape[1] - copied[inp].shape[1]))
+    )
+    state = {**own, **copied}
+    why = checkpoint.mismatch(unet, state)
+    if why:
         raise ValueError(
-            f"the label model of the base's init does not fit its U-Net ({unexpected[:3]}): give "
-            "both the same ch, mults, blocks and attn_res, or init=None to train from scratch"
+            f"the label model of the base's init does not fit its U-Net ({why}): give both the "
+            "same ch, mults, blocks and attn_res, or init=None to train from scratch"
         )
+    unet.load_state_dict(state)
 
 
 # --- training data ------------------------------------------------------------------------------
