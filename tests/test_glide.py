@@ -167,6 +167,28 @@ def test_the_base_starts_as_the_label_model_without_its_label():
         glide.start_from_label_model(other.unet, label_model)
 
 
+def test_failure_kinds_tell_an_extra_object_from_one_colour_for_two():
+    def named(s, i):  # "a red circle and a blue square": the scene's first two objects
+        return " and ".join(
+            f"a {shapes.COLOR_NAMES[s.color[i, j]]} {shapes.SHAPES[s.shape[i, j]]}" for j in (0, 1)
+        )
+
+    two = shapes.sample_scenes(2, seed=3, split="test", counts=(2,))
+    three = shapes.sample_scenes(1, seed=4, split="test", counts=(3,))
+    prompts = [named(two, 0), named(two, 1), named(three, 0)]
+    two.color[1, 1] = two.color[1, 0]  # both objects of scene 1 in its first colour
+    three.color[0, 2] = three.color[0, 0]  # a third object in the first colour
+    images = torch.cat([shapes.render_tensor(two, 16), shapes.render_tensor(three, 16)])
+    assert glide.failure_kinds(images, prompts) == [
+        "right",
+        "one colour only",
+        "both colours, one not a single object",
+    ]
+    assert glide.failure_kinds(torch.full_like(images[:1], 0.9), prompts[:1]) == ["other"]
+    shapes_only = " and ".join(f"a {shapes.SHAPES[two.shape[0, j]]}" for j in (0, 1))
+    assert glide.failure_kinds(images[:1], [shapes_only]) == ["right"]  # no colour named
+
+
 def test_tokenizer_round_trip_for_partial_captions():
     tok = Tokenizer()
     for text in ["a red circle", "a circle and a square", "a green square above a blue triangle"]:

@@ -639,6 +639,32 @@ def evaluate(images, prompts) -> dict:
     return table
 
 
+FAILURES = ("right", "both colours, one not a single object", "one colour only", "other")
+
+
+def failure_kinds(images, prompts) -> list[str]:
+    """How each sample of a multi-object prompt went, by the judge's reading of the colours the
+    prompt names (one of FAILURES): "right" (count and colours right); "both colours, one not a
+    single object" (every named colour there, one as mass that fits no one template: an extra
+    object of that colour, or a smear); "one colour only" (a named colour missing, nothing of
+    another colour: both objects in one colour, or one object alone); "other"."""
+    reading, rows = judge.read(images), judge.score_each(images, prompts)
+    kinds = []
+    for i, (prompt, row) in enumerate(zip(prompts, rows)):
+        objects = shapes.parse_caption(prompt).objects
+        named = [shapes.COLOR_NAMES.index(o["color"]) for o in objects if "color" in o]
+        mass = reading.present[i] | reading.blob[i]
+        if row["count"] and row.get("color", True):
+            kinds.append(FAILURES[0])
+        elif mass[named].all() and reading.blob[i][named].any():
+            kinds.append(FAILURES[1])
+        elif mass[named].sum() == 1 and mass.sum() == 1:
+            kinds.append(FAILURES[2])
+        else:
+            kinds.append(FAILURES[3])
+    return kinds
+
+
 # --- inpainting: the task and its measure ------------------------------------------------------
 
 
