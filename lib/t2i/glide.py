@@ -648,11 +648,11 @@ def failure_kinds(images, prompts) -> list[str]:
     single object" (every named colour there, one as mass that fits no one template: an extra
     object of that colour, or a smear); "one colour only" (a named colour missing, nothing of
     another colour: both objects in one colour, or one object alone); "other"."""
-    reading, rows = judge.read(images), judge.score_each(images, prompts)
-    kinds = []
-    for i, (prompt, row) in enumerate(zip(prompts, rows)):
-        objects = shapes.parse_caption(prompt).objects
-        named = [shapes.COLOR_NAMES.index(o["color"]) for o in objects if "color" in o]
+    reading, kinds = judge.read(images), []
+    for i, prompt in enumerate(prompts):
+        facts = shapes.parse_caption(prompt)
+        row = judge.check(reading, i, facts)
+        named = [shapes.COLOR_NAMES.index(o["color"]) for o in facts.objects if "color" in o]
         mass = reading.present[i] | reading.blob[i]
         if row["count"] and row.get("color", True):
             kinds.append(FAILURES[0])
