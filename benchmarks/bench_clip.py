@@ -15,7 +15,10 @@ import time
 import machine
 import torch
 
-from t2i import clip, clip_optimization, clipdraw, config, vqgan_clip, vqvae
+from t2i import ch03_clip as clip
+from t2i.ch01_dvae import vqvae
+from t2i.ch04_generating_with_clip import clip_optimization, clipdraw, vqgan_clip
+from t2i.core import runtime
 
 
 def bench_clip(budgets=(150, 300, 600)):
@@ -28,7 +31,7 @@ def bench_clip(budgets=(150, 300, 600)):
     times = []
     for _ in range(8):
         t = time.perf_counter()
-        with config.autocast(torch.device("cpu")):
+        with runtime.autocast(torch.device("cpu")):
             loss = clip.contrastive_loss(model(x, tokens), pos)
         opt.zero_grad()
         loss.backward()
@@ -45,7 +48,7 @@ def bench_clip(budgets=(150, 300, 600)):
     print("|---" * (len(clip.CLASSES) + 2) + "|")
     for steps in budgets:
         c = clip.default_config(steps=steps)
-        config.seed_everything(0)
+        runtime.seed_everything(0)
         m = clip.build(c)
         hist = clip.train_clip(m, c, live_plot=False)
         acc = clip.zero_shot_table(m)["ensemble"]
@@ -83,7 +86,7 @@ def bench_generate(
 
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "all"
-    print(f"profile {config.profile()}, {torch.get_num_threads()} threads")
+    print(f"profile {runtime.profile()}, {torch.get_num_threads()} threads")
     if what in ("clip", "all"):
         bench_clip()
     if what in ("generate", "all"):

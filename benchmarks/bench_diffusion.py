@@ -21,9 +21,11 @@ import time
 import machine
 import torch
 
-from t2i import autoencoder, config, shapes
-from t2i import label_diffusion as cd
-from t2i.nn import count_parameters
+from t2i import ch05_diffusion as cd
+from t2i.blocks.layers import count_parameters
+from t2i.ch01_dvae import autoencoder
+from t2i.core import runtime
+from t2i.world import shapes
 
 
 def step_flops(model, cfg, predict):
@@ -50,7 +52,7 @@ def median_step_ms(model, cfg, predict, amp=False, channels_last=False, steps=12
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         t0 = time.perf_counter()
-        with config.autocast(torch.device("cpu"), amp):
+        with runtime.autocast(torch.device("cpu"), amp):
             loss = diffusion.loss(lambda xt, t, y=y: predict(model, xt, t, y), x)
         opt.zero_grad()
         loss.backward()
@@ -61,7 +63,7 @@ def median_step_ms(model, cfg, predict, amp=False, channels_last=False, steps=12
 
 
 def train_step_ms(cfg, amp=True, channels_last=False):
-    config.seed_everything(0)
+    runtime.seed_everything(0)
     model = cd.build_model(cfg)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -78,7 +80,7 @@ def peer_step_ms(cfg, peak):
     except ImportError:
         print("\n(diffusers not installed: `pip install -e .[bench]` adds the peer model)")
         return
-    config.seed_everything(0)
+    runtime.seed_everything(0)
     peer = UNet2DModel(
         sample_size=cfg["data"]["res"],
         block_out_channels=tuple(cfg["model"]["ch"] * m for m in cfg["model"]["mults"]),
@@ -191,7 +193,7 @@ def recipe(names, steps):
         n_steps = steps // 2 if over.pop("half", False) else steps
         n_steps = n_steps * 2 if over.pop("double", False) else n_steps
         cfg = cd.model_config(steps=n_steps, **over)
-        config.seed_everything(0)
+        runtime.seed_everything(0)
         model = cd.build_model(cfg)
         t0 = time.perf_counter()
         cd.train_model(model, cfg, live_plot=False, amp=amp)

@@ -9,8 +9,8 @@ import time
 
 import torch
 
-from t2i import judge, shapes
-from t2i.tokenizer import Tokenizer
+from t2i.world import judge, shapes
+from t2i.world.tokenizer import Tokenizer
 
 
 def timed(fn, repeat=3):

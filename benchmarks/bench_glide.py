@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from t2i import checkpoint, config, glide, shapes
+from t2i import ch06_glide as glide
+from t2i.core import checkpoint, runtime
+from t2i.world import shapes
 
 SETS = {  # name: (prompts, the column that holds its bar)
     "one object, full": (shapes.eval_prompts(96, 11), "drawn"),
@@ -28,7 +30,7 @@ SETS = {  # name: (prompts, the column that holds its bar)
 
 
 def main(budgets: list[int], changes: dict, scale: float, sample_steps: int) -> None:
-    print(f"profile {config.profile()} | changes {changes or 'none'}", end=" | ")
+    print(f"profile {runtime.profile()} | changes {changes or 'none'}", end=" | ")
     print(f"CFG {scale:g}, {sample_steps} DDIM steps, sampling seed 2")
     print("| steps | training s | " + " | ".join(SETS) + " |")
     print("|---|---|" + "---|" * len(SETS))

@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from t2i import checkpoint, config, recipe
-from t2i.nn import count_parameters
+from t2i.blocks.layers import count_parameters
+from t2i.core import checkpoint, recipe, runtime
 
 SHORT, LONG = 5, 25
 
@@ -30,7 +30,7 @@ def with_steps(cfg: dict, steps: int) -> dict:
 
 
 def seconds(r: recipe.Recipe, cfg: dict, steps: int) -> float:
-    model = r.build(cfg).to(config.device())
+    model = r.build(cfg).to(runtime.device())
     t = time.perf_counter()
     r.train(model, with_steps(cfg, steps), None, live_plot=False)
     if torch.cuda.is_available():
@@ -40,18 +40,18 @@ def seconds(r: recipe.Recipe, cfg: dict, steps: int) -> float:
 
 def main(names: list[str]) -> None:
     checkpoint.load_or_train = lambda name, cfg, build, train, retrain=False: (
-        build(cfg).to(config.device()).eval()
+        build(cfg).to(runtime.device()).eval()
     )
     trained = {n: r for n, r in recipe.recipes().items() if r.config is not None}
-    dev = config.device()
-    print(f"profile {config.profile()} | device {dev} | bf16 {config.bf16_supported(dev)}")
+    dev = runtime.device()
+    print(f"profile {runtime.profile()} | device {dev} | bf16 {runtime.bf16_supported(dev)}")
     print("| recipe | parameters | batch | ms/step | profile steps | minutes |")
     print("|---|---|---|---|---|---|")
     total = 0.0
     for name in names or trained:
         r = trained[name]
         cfg = r.config()
-        config.seed_everything(0)
+        runtime.seed_everything(0)
         seconds(r, cfg, SHORT)  # warm-up: kernels, allocator, data caches
         ms = 1000 * (seconds(r, cfg, LONG) - seconds(r, cfg, SHORT)) / (LONG - SHORT)
         minutes = ms * cfg["train"]["steps"] / 60_000

@@ -21,7 +21,10 @@ import machine
 import torch
 from torch import nn as tnn
 
-from t2i import autoencoder, config, dalle, dvae, nn, train, vqvae
+from t2i import ch02_dalle as dalle
+from t2i.blocks import layers
+from t2i.ch01_dvae import autoencoder, dvae, vqvae
+from t2i.core import runtime, train
 
 
 def ms_per_step(model, loss_fn, batch_fn, steps=30, warm=5):
@@ -90,7 +93,7 @@ def tokenizer_loss(module, cfg):
 def bench_tokenizers(rows, peak):
     for name, module in (("VQ-VAE", vqvae), ("dVAE", dvae)):
         cfg = module.default_config()
-        config.seed_everything(0)
+        runtime.seed_everything(0)
         model = module.build(cfg).to(memory_format=torch.channels_last)
         batch_fn = autoencoder.image_batches(cfg)
         loss_fn = tokenizer_loss(module, cfg)
@@ -103,7 +106,7 @@ def bench_tokenizers(rows, peak):
             model.decode_tokens(model.tokens(x))
             rate = len(x) / (time.perf_counter() - t)
         rows[name] = {
-            "params": nn.count_parameters(model),
+            "params": layers.count_parameters(model),
             "batch": cfg["train"]["batch"],
             "ms/step": ms,
             **machine.peak_columns(flops, ms, peak),
@@ -114,7 +117,7 @@ def bench_tokenizers(rows, peak):
 
 def bench_dalle(rows, peak):
     cfg = dalle.default_config()
-    config.seed_everything(0)
+    runtime.seed_everything(0)
     model = untrained_dalle(cfg)
     text = model.text_tokens(["a large red circle in the center"] * 2048)
     image = torch.randint(0, model.K, (2048, 64))
@@ -141,7 +144,7 @@ def bench_dalle(rows, peak):
         cached, full = rates[True], rates[False]
         speed.append(f"{cached:.1f} vs {full:.1f} = {cached / full:.1f}x (batch {n})")
     rows["DALL-E"] = {
-        "params": nn.count_parameters(model),
+        "params": layers.count_parameters(model),
         "batch": cfg["train"]["batch"],
         "ms/step": ms,
         **machine.peak_columns(flops, ms, peak),
@@ -153,7 +156,7 @@ def bench_dalle(rows, peak):
 def bench_peer(rows, peak):
     """nanoGPT-style peer of DALL-E's transformer, timed on the same batch size and length."""
     cfg = dalle.default_config()
-    config.seed_everything(0)
+    runtime.seed_everything(0)
     m = cfg["model"]
     length = m["text_len"] + 64
     vocab = len(untrained_dalle(cfg).head.bias)
@@ -167,7 +170,7 @@ def bench_peer(rows, peak):
     train.fit(peer, loss_fn, batch_fn, 5, live_plot=False)
     ms = 1000 * train.fit(peer, loss_fn, batch_fn, 20, live_plot=False).seconds / 20
     rows["nanoGPT-style peer of DALL-E"] = {
-        "params": nn.count_parameters(peer),
+        "params": layers.count_parameters(peer),
         "batch": cfg["train"]["batch"],
         "ms/step": ms,
         **machine.peak_columns(flops_of(peer, loss_fn, batch_fn), ms, peak),
@@ -193,8 +196,8 @@ def main():
     parser.add_argument("--quality", action="store_true")
     args = parser.parse_args()
     print(
-        f"profile {config.profile()}, {torch.get_num_threads()} threads, "
-        f"bf16 autocast: {config.bf16_supported(config.device())}"
+        f"profile {runtime.profile()}, {torch.get_num_threads()} threads, "
+        f"bf16 autocast: {runtime.bf16_supported(runtime.device())}"
     )
     peak = machine.gemm_peak()
     print(f"measured fp32 GEMM peak: {peak:.0f} GFLOP/s")

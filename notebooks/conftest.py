@@ -2,7 +2,7 @@
 
 import time
 
-from t2i import checks
+from t2i.front import checks
 
 START = time.time()
 

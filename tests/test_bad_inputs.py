@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from t2i import checkpoint, checks, cli, config, judge, plot, shapes, train
-from t2i import label_diffusion as ld
-from t2i.tokenizer import Tokenizer
+from t2i import ch05_diffusion as ld
+from t2i.core import checkpoint, runtime, train
+from t2i.front import checks, cli, plot
+from t2i.world import judge, shapes
+from t2i.world.tokenizer import Tokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -117,7 +119,7 @@ def test_ctrl_c_during_training_stops_the_command_with_130_after_saving(capsys, 
     monkeypatch.setattr(train, "fit", interrupted_fit)
     rc, err = run(["train", "vqvae"], capsys)
     assert rc == 130 and "interrupted" in err
-    saved = list((config.data_dir() / "checkpoints").glob("vqvae-*.pt"))
+    saved = list((runtime.data_dir() / "checkpoints").glob("vqvae-*.pt"))
     assert len(saved) == 1
     payload = checkpoint.load(saved[0])
     assert payload["done"] is False and payload["step"] == 3
@@ -247,7 +249,7 @@ def test_a_bad_label_on_the_command_line_is_one_line_before_any_work(capsys, tmp
     rc, err = run(argv, capsys)
     assert rc == 2 and len(err.splitlines()) == 1
     assert err.startswith("error: label 'red circle blue square' is not one colour and one shape")
-    assert not out.exists() and not [p for p in config.data_dir().rglob("*") if p.is_file()]
+    assert not out.exists() and not [p for p in runtime.data_dir().rglob("*") if p.is_file()]
 
 
 # --- large requests -------------------------------------------------------------------------
@@ -278,7 +280,7 @@ def test_samples_are_written_batch_by_batch_and_an_interrupt_keeps_them(tmp_path
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "another dataset"])
 def test_a_dataset_that_cannot_be_read_is_named_set_aside_and_made_again(damage):
     ds = shapes.load_dataset(64, 16, seed=1)
-    (path,) = (config.data_dir() / "datasets").glob("*.npz")
+    (path,) = (runtime.data_dir() / "datasets").glob("*.npz")
     if damage == "truncated":
         path.write_bytes(path.read_bytes()[:5000])
     elif damage == "garbage":
@@ -297,7 +299,7 @@ def test_a_dataset_that_cannot_be_read_is_named_set_aside_and_made_again(damage)
 
 
 def test_every_cache_file_is_written_through_one_unique_temporary_file(monkeypatch):
-    written, real = [], config.atomic_path
+    written, real = [], runtime.atomic_path
 
     @contextlib.contextmanager
     def recording(path):
@@ -305,8 +307,8 @@ def test_every_cache_file_is_written_through_one_unique_temporary_file(monkeypat
             written.append((path, tmp))
             yield tmp
 
-    monkeypatch.setattr(config, "atomic_path", recording)
-    checkpoint.save(config.data_dir() / "checkpoints" / "x.pt", {"model": {}})
+    monkeypatch.setattr(runtime, "atomic_path", recording)
+    checkpoint.save(runtime.data_dir() / "checkpoints" / "x.pt", {"model": {}})
     checks.report("nb", {"a": 1.0}, {})
     shapes.load_dataset(8, 16, seed=2)
     assert [path.parent.name for path, _ in written] == ["checkpoints", "checks", "datasets"]
@@ -314,7 +316,7 @@ def test_every_cache_file_is_written_through_one_unique_temporary_file(monkeypat
         assert tmp.parent == path.parent and f".{os.getpid()}-" in tmp.name
         assert tmp.name.endswith(".tmp") and path.exists() and not tmp.exists()
 
-    target = config.data_dir() / "f.txt"
+    target = runtime.data_dir() / "f.txt"
     with real(target) as a, real(target) as b:  # two writers of one file: two temporary files
         a.write_text("a")
         b.write_text("b")
@@ -330,7 +332,8 @@ def test_every_cache_file_is_written_through_one_unique_temporary_file(monkeypat
 _TRAIN_UNTIL_TERMINATED = """
 import sys, time
 from pathlib import Path
-from t2i import cli, train
+from t2i.front import cli
+from t2i.core import train
 
 real_fit = train.fit
 
@@ -349,7 +352,7 @@ sys.exit(cli.main(["train", "vqvae"]))
 
 def test_sigterm_stops_a_training_command_with_130_after_saving(tmp_path):
     ready, err = tmp_path / "ready", tmp_path / "stderr"
-    env = dict(os.environ, T2I_PROFILE="smoke", T2I_DATA=str(config.data_dir()))
+    env = dict(os.environ, T2I_PROFILE="smoke", T2I_DATA=str(runtime.data_dir()))
     with open(err, "w") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-c", _TRAIN_UNTIL_TERMINATED, str(ready)],
@@ -368,7 +371,7 @@ def test_sigterm_stops_a_training_command_with_130_after_saving(tmp_path):
             proc.kill()
     assert proc.returncode == 130, err.read_text()
     assert "interrupted" in err.read_text()
-    (saved,) = (config.data_dir() / "checkpoints").glob("vqvae-*.pt")
+    (saved,) = (runtime.data_dir() / "checkpoints").glob("vqvae-*.pt")
     payload = checkpoint.load(saved)
     assert payload["done"] is False and payload["step"] == 3
 
@@ -377,12 +380,12 @@ def test_the_library_warns_in_one_line_without_its_file_path():
     """A warning of the course reaches the student as one line: no lib/t2i/... path, no source
     line. Other packages' warnings keep Python's format."""
     code = (
-        "import warnings; from t2i import config; "
-        "config.warn('the cache file x.pt was trained with another configuration'); "
+        "import warnings; from t2i.core import runtime; "
+        "runtime.warn('the cache file x.pt was trained with another configuration'); "
         "warnings.warn('a third-party warning')"
     )
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr
     lines = err.splitlines()
     assert lines[0] == "warning: the cache file x.pt was trained with another configuration"
     assert "<string>:1: UserWarning: a third-party warning" in lines[1]
-    assert issubclass(config.CourseWarning, UserWarning)  # pytest.warns(UserWarning) sees it
+    assert issubclass(runtime.CourseWarning, UserWarning)  # pytest.warns(UserWarning) sees it

@@ -3,7 +3,7 @@ import warnings
 import pytest
 import torch
 
-from t2i import checkpoint
+from t2i.core import checkpoint
 
 
 @pytest.fixture(autouse=True)

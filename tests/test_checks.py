@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from t2i import checks
+from t2i.front import checks
 
 
 @pytest.fixture(autouse=True)

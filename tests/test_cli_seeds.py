@@ -4,7 +4,12 @@ the command loads is the course's default one (its config, hence its cache key, 
 import pytest
 import torch
 
-from t2i import checkpoint, cli, clip, config, dalle, dvae, label_diffusion, plot, vqvae
+from t2i import ch02_dalle as dalle
+from t2i import ch03_clip as clip
+from t2i import ch05_diffusion as label_diffusion
+from t2i.ch01_dvae import dvae, vqvae
+from t2i.core import checkpoint, runtime
+from t2i.front import cli, plot
 
 
 @pytest.fixture(autouse=True)
@@ -21,7 +26,7 @@ def loads(monkeypatch):
     def fake_load_or_train(name, cfg, build, train, retrain=False):
         seen.append((name, cfg))
         torch.manual_seed(0)
-        return build(cfg).to(config.device()).eval()
+        return build(cfg).to(runtime.device()).eval()
 
     monkeypatch.setattr(checkpoint, "load_or_train", fake_load_or_train)
     return seen

@@ -1,4 +1,5 @@
-"""CLIP (t2i.clip) and the typographic attack's font (t2i.typography), at the smoke profile."""
+"""CLIP (t2i.ch03_clip) and the typographic attack's font (t2i.world.typography), at the smoke
+profile."""
 
 import math
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from t2i import clip, judge, shapes, typography
+from t2i import ch03_clip as clip
+from t2i.world import judge, shapes, typography
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 
-from t2i import clip, clip_optimization, clipdraw, raster, vqgan_clip, vqvae
+from t2i import ch03_clip as clip
+from t2i.ch01_dvae import vqvae
+from t2i.ch04_generating_with_clip import clip_optimization, clipdraw, raster, vqgan_clip
 
 
 @pytest.fixture(autouse=True)

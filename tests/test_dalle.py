@@ -4,8 +4,11 @@ key/value cache (same logits and same tokens as rerunning the prefix)."""
 import torch
 import torch.nn.functional as F
 
-from t2i import checkpoint, dalle, shapes, vqvae
-from t2i.nn import Block, KVCache
+from t2i import ch02_dalle as dalle
+from t2i.blocks.layers import Block, KVCache
+from t2i.ch01_dvae import vqvae
+from t2i.core import checkpoint
+from t2i.world import shapes
 
 
 def tiny(layers="dense"):

@@ -6,17 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from t2i import autoencoder, cli, shapes
-from t2i import label_diffusion as cd
-from t2i.diffusion import (
+from t2i import ch05_diffusion as cd
+from t2i.blocks.diffusion import (
     GaussianDiffusion,
     classifier_free,
     classifier_grad,
     cosine_betas,
     linear_betas,
 )
-from t2i.nn import ResBlock, timestep_embedding
-from t2i.unet import NoisyClassifier, UNet
+from t2i.blocks.layers import ResBlock, timestep_embedding
+from t2i.blocks.unet import NoisyClassifier, UNet
+from t2i.ch01_dvae import autoencoder
+from t2i.front import cli
+from t2i.world import shapes
 
 
 @pytest.fixture(autouse=True)
@@ -341,7 +343,7 @@ def test_training_lowers_the_loss_and_the_classifier_learns():
 
 
 def test_evaluate_on_real_renders_and_psnr():
-    from t2i import shapes
+    from t2i.world import shapes
 
     ds = shapes.make_dataset(200, res=16, seed=3, split="test", counts=(1,))
     labels = ds.scenes.color[:, 0] * 3 + ds.scenes.shape[:, 0]

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from t2i import autoencoder, checkpoint, dvae, vqvae
+from t2i.ch01_dvae import autoencoder, dvae, vqvae
+from t2i.core import checkpoint
 
 
 def test_gumbel_softmax_shapes_and_hardness():

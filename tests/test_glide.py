@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from t2i import glide, label_diffusion, recipe, shapes
-from t2i.tokenizer import Tokenizer
+from t2i import ch05_diffusion as label_diffusion
+from t2i import ch06_glide as glide
+from t2i.core import recipe
+from t2i.world import shapes
+from t2i.world.tokenizer import Tokenizer
 
 CFG = glide.base_config(
     res=8, ch=8, mults=[1, 2], attn_res=[8, 4], text_width=16, text_layers=1, init=None
@@ -198,7 +201,7 @@ def test_tokenizer_round_trip_for_partial_captions():
 def test_cli_samples_and_inpaints_pngs(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("T2I_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("T2I_PROFILE", "smoke")
-    from t2i import cli, plot
+    from t2i.front import cli, plot
 
     out = tmp_path / "samples"
     cli.main(["sample", "glide", "--prompt", "a red circle", "--n", "2", "--out", str(out)])

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from t2i import cli, judge, junk, plot, shapes, stats
+from t2i.core import stats
+from t2i.front import cli, plot
+from t2i.world import judge, junk, shapes
 
 
 @pytest.mark.parametrize("res", [16, 32, 64])
@@ -191,8 +193,8 @@ def _parse_before_issue_15(text):
 def _course_captions() -> list[str]:
     """Every kind of caption the course writes: the grammar's (every split and count), partial
     ones, GLIDE's and DALL-E's prompt sets, the label model's, and the junk kinds'."""
-    from t2i import dalle
-    from t2i import label_diffusion as ld
+    from t2i import ch02_dalle as dalle
+    from t2i import ch05_diffusion as ld
 
     caps = []
     for split in ("train", "test", "heldout"):

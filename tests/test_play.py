@@ -5,7 +5,10 @@ import matplotlib
 import pytest
 import torch
 
-from t2i import clip, play, shapes, vqvae
+from t2i import ch03_clip as clip
+from t2i.ch01_dvae import vqvae
+from t2i.front import play
+from t2i.world import shapes
 
 matplotlib.use("Agg")
 

@@ -1,6 +1,6 @@
 """Every model of the library at the gpu profile, built on the CPU and trained for one step on a
 batch of 2 real renders with its own training function: shapes, dtypes, 64x64 images where the
-gpu profile uses them, a finite loss and parameters that moved. Every recipe of `t2i.recipe`
+gpu profile uses them, a finite loss and parameters that moved. Every recipe of `t2i.core.recipe`
 takes that step; the first models are also checked shape by shape."""
 
 import math
@@ -8,7 +8,12 @@ import math
 import pytest
 import torch
 
-from t2i import checkpoint, clip, config, dalle, dvae, label_diffusion, recipe, shapes, vqvae
+from t2i import ch02_dalle as dalle
+from t2i import ch03_clip as clip
+from t2i import ch05_diffusion as label_diffusion
+from t2i.ch01_dvae import dvae, vqvae
+from t2i.core import checkpoint, recipe, runtime
+from t2i.world import shapes
 
 ONE_STEP = dict(steps=1, warmup=1, batch=2, n_train=2)  # one optimizer step on 2 renders
 
@@ -24,7 +29,7 @@ def gpu_profile(monkeypatch, tmp_path):
 def renders(res: int, n: int = 2) -> torch.Tensor:
     """n real renders (n, 3, res, res) in [-1, 1] on the course's device."""
     images = shapes.render(shapes.sample_scenes(n, seed=0), res)
-    return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1).to(config.device())
+    return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1).to(runtime.device())
 
 
 def trainable(model) -> dict:
@@ -47,13 +52,13 @@ def check_one_step(model, hist, before: dict, everywhere: bool = True):
 
 
 def test_the_gpu_profile_is_active_with_64px_images():
-    assert config.profile() == "gpu" and config.image_size() == 64
+    assert runtime.profile() == "gpu" and runtime.image_size() == 64
 
 
 def test_dvae_gpu_profile_one_step():
     cfg = dvae.default_config(**ONE_STEP)
     assert cfg["data"]["res"] == 64
-    model = dvae.build(cfg).to(config.device())
+    model = dvae.build(cfg).to(runtime.device())
     x = renders(64)
     with torch.no_grad():
         logits = model.encode(x)
@@ -66,7 +71,7 @@ def test_dvae_gpu_profile_one_step():
 def test_vqvae_gpu_profile_one_step():
     cfg = vqvae.default_config(**ONE_STEP)
     assert cfg["data"]["res"] == 64
-    model = vqvae.build(cfg).to(config.device())
+    model = vqvae.build(cfg).to(runtime.device())
     x = renders(64)
     with torch.no_grad():
         idx = model.tokens(x)
@@ -85,7 +90,7 @@ def test_dalle_gpu_profile_one_step(monkeypatch):
     monkeypatch.setattr(
         vqvae, "get_vqvae", lambda retrain=False, cfg=None: vqvae.build(cfg).requires_grad_(False)
     )
-    model = dalle.build(cfg).to(config.device())
+    model = dalle.build(cfg).to(runtime.device())
     assert model.grid == 16
     x = renders(64)
     with torch.no_grad():
@@ -102,7 +107,7 @@ def test_dalle_gpu_profile_one_step(monkeypatch):
 def test_clip_gpu_profile_one_step():
     cfg = clip.default_config(steps=1, warmup=1, batch=2)  # fresh pairs each step: no n_train
     assert cfg["data"]["res"] == 64
-    model = clip.build(cfg).to(config.device())
+    model = clip.build(cfg).to(runtime.device())
     x = renders(64)
     with torch.no_grad():
         logits = model(x, ["a red circle", "a blue square"])
@@ -116,9 +121,9 @@ def test_class_diffusion_gpu_profile_one_step():
     cfg = label_diffusion.model_config(**ONE_STEP)
     res, T = cfg["data"]["res"], cfg["diffusion"]["T"]
     assert res == 32  # the gpu profile's diffusion model works at 32x32
-    model = label_diffusion.build_model(cfg).to(config.device())
-    x, t = renders(res), torch.tensor([0, T - 1], device=config.device())
-    y = torch.tensor([0, label_diffusion.NULL], device=config.device())
+    model = label_diffusion.build_model(cfg).to(runtime.device())
+    x, t = renders(res), torch.tensor([0, T - 1], device=runtime.device())
+    y = torch.tensor([0, label_diffusion.NULL], device=runtime.device())
     with torch.no_grad():
         out = model(x, t, y)
     assert out.shape == (2, 3, res, res) and out.dtype == torch.float32
@@ -129,9 +134,9 @@ def test_class_diffusion_gpu_profile_one_step():
 
 def test_noisy_classifier_gpu_profile_one_step():
     cfg = label_diffusion.classifier_config(**ONE_STEP)
-    model = label_diffusion.build_classifier(cfg).to(config.device())
+    model = label_diffusion.build_classifier(cfg).to(runtime.device())
     T = cfg["diffusion"]["T"]
-    x, t = renders(cfg["data"]["res"]), torch.tensor([0, T - 1], device=config.device())
+    x, t = renders(cfg["data"]["res"]), torch.tensor([0, T - 1], device=runtime.device())
     with torch.no_grad():
         logits = model(x, t)
     assert logits.shape == (2, label_diffusion.NULL) and logits.dtype == torch.float32
@@ -162,11 +167,11 @@ def test_every_recipe_takes_one_step_at_the_gpu_profile(name, monkeypatch):
     the point is that every model of the gpu profile builds and steps, not what it learns."""
 
     def untrained(name, cfg, build, train, retrain=False):
-        return build(one_step(cfg)).to(config.device()).eval()
+        return build(one_step(cfg)).to(runtime.device()).eval()
 
     monkeypatch.setattr(checkpoint, "load_or_train", untrained)
     r = recipe.recipes()[name]
     cfg = one_step(r.config())
-    model = r.build(cfg).to(config.device())
+    model = r.build(cfg).to(runtime.device())
     before = trainable(model)
     check_one_step(model, r.train(model, cfg, None, live_plot=False), before, everywhere=False)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from t2i import shapes
+from t2i.world import shapes
 
 
 def test_same_seed_same_data_other_seed_other_data():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from t2i import shapes
-from t2i.tokenizer import VOCAB, Tokenizer
+from t2i.world import shapes
+from t2i.world.tokenizer import VOCAB, Tokenizer
 
 
 def test_round_trip_and_layout():

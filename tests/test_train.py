@@ -4,8 +4,8 @@ import signal
 import pytest
 import torch
 
-from t2i import checkpoint, train
-from t2i.diffusion import GaussianDiffusion
+from t2i.blocks.diffusion import GaussianDiffusion
+from t2i.core import checkpoint, train
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from t2i import glide, unclip
-from t2i.diffusion import GaussianDiffusion
+from t2i import ch06_glide as glide
+from t2i import ch07_unclip as unclip
+from t2i.blocks.diffusion import GaussianDiffusion
 
 PRIOR = unclip.prior_config(d=32, layers=2, heads=4, embed=16)
 

@@ -1,3 +1,3 @@
-from .cli import main
+from t2i.front.cli import main
 
 raise SystemExit(main())

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from . import config
+from t2i.core import runtime
 
 
 def key(name: str, cfg: dict) -> str:
@@ -24,12 +24,12 @@ def key(name: str, cfg: dict) -> str:
 
 
 def path_for(name: str, cfg: dict) -> Path:
-    return config.data_dir() / "checkpoints" / f"{key(name, cfg)}.pt"
+    return runtime.data_dir() / "checkpoints" / f"{key(name, cfg)}.pt"
 
 
 def save(path: Path, payload: dict) -> None:
-    """Write atomically (`config.atomic_path`)."""
-    with config.atomic_path(path) as tmp:
+    """Write atomically (`runtime.atomic_path`)."""
+    with runtime.atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
 
@@ -41,15 +41,15 @@ def load(path: Path, cfg: dict | None = None) -> dict | None:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt, truncated, or not a checkpoint at all
-        config.warn(
+        runtime.warn(
             f"checkpoint {path} could not be read ({type(err).__name__}); it will be retrained"
         )
         return None
     if not isinstance(payload, dict) or "model" not in payload:
-        config.warn(f"{path} is not a t2i checkpoint; it will be retrained")
+        runtime.warn(f"{path} is not a t2i checkpoint; it will be retrained")
         return None
     if cfg is not None and payload.get("config") != json.loads(json.dumps(cfg, default=str)):
-        config.warn(f"{path} was trained with another configuration; it will be retrained")
+        runtime.warn(f"{path} was trained with another configuration; it will be retrained")
         return None
     return payload
 
@@ -70,7 +70,7 @@ def set_aside(path: Path, why: str, then: str = "retraining") -> None:
     """Rename a cache file that cannot be used to NAME.misfit (kept for a look, never read),
     with a warning that names it, says why, and what happens `then`."""
     aside = path.with_suffix(".misfit")
-    config.warn(f"{path} {why}: set aside as {aside.name}, {then}")
+    runtime.warn(f"{path} {why}: set aside as {aside.name}, {then}")
     path.replace(aside)
 
 
@@ -83,20 +83,20 @@ def load_or_train(
 ) -> torch.nn.Module:
     """The model `name` with configuration `cfg`: from the cache if a finished checkpoint is
     there, else built (seeded by cfg["seed"]) and trained by `train(model, cfg, path)`, which
-    writes the checkpoint (see `t2i.train.fit`). An interrupted run resumes where it stopped.
+    writes the checkpoint (see `t2i.core.train.fit`). An interrupted run resumes where it stopped.
     The model comes back in eval mode on the course's device.
     The random state of the caller is the same afterwards as before: a model whose `build`
     loads another (unCLIP's decoder starts from GLIDE's base) is initialised the same whether
     that one came from the cache or was trained on the way.
     """
-    with config.random_state_kept():
+    with runtime.random_state_kept():
         return _load_or_train(name, cfg, build, train, retrain)
 
 
 def _load_or_train(name, cfg, build, train, retrain):
     path = path_for(name, cfg)
-    config.seed_everything(cfg.get("seed", 0))
-    model = build(cfg).to(config.device())
+    runtime.seed_everything(cfg.get("seed", 0))
+    model = build(cfg).to(runtime.device())
     payload = None if retrain else load(path, cfg)
     if payload is not None and payload.get("done"):
         state = payload.get("ema") or payload["model"]

@@ -112,7 +112,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-# --- blocks for the diffusion U-Nets (t2i.unet; GLIDE and unCLIP reuse them) -----------------
+# --- blocks for the diffusion U-Nets (t2i.blocks.unet; GLIDE and unCLIP reuse them) -------------
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:

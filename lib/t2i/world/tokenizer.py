@@ -13,7 +13,8 @@ import re
 
 import torch
 
-from . import config, shapes
+from t2i.core import runtime
+from t2i.world import shapes
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 SPECIALS = [PAD, BOS, EOS]
@@ -43,7 +44,7 @@ def known_words(text: str, vocab=VOCAB) -> list[str]:
     if unknown:
         raise ValueError(
             f"unknown word(s) {unknown} in {text!r}; the vocabulary has "
-            f"{len(vocab) - len(SPECIALS)} words, see t2i.tokenizer.VOCAB"
+            f"{len(vocab) - len(SPECIALS)} words, see t2i.world.tokenizer.VOCAB"
         )
     return ws
 
@@ -74,7 +75,7 @@ class Tokenizer:
             )
             if not truncate:
                 raise ValueError(msg + " (pass truncate=True to cut it)")
-            config.warn(msg + "; cut to fit")
+            runtime.warn(msg + "; cut to fit")
             ids = ids[: self.context_length - 1] + [self.eos_id]
         return ids
 

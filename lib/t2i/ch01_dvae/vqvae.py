@@ -19,7 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import autoencoder, checkpoint, config, recipe, train
+from t2i.ch01_dvae import autoencoder
+from t2i.core import checkpoint, recipe, runtime, train
 
 
 def default_config(**overrides) -> dict:
@@ -27,21 +28,23 @@ def default_config(**overrides) -> dict:
     cfg = dict(
         seed=0,
         model=dict(
-            K=config.pick(smoke=64, cpu=256, gpu=1024),
-            width=config.pick(smoke=16, cpu=64, gpu=128),
+            K=runtime.pick(smoke=64, cpu=256, gpu=1024),
+            width=runtime.pick(smoke=16, cpu=64, gpu=128),
             dim=8,
             beta=0.25,
             codebook="ema",
             decay=0.95,
             restart=0.03,
         ),
-        train=config.pick(
+        train=runtime.pick(
             smoke=dict(steps=30, batch=16, warmup=5),
             cpu=dict(steps=1000, batch=64, warmup=100),
             gpu=dict(steps=20_000, batch=128, warmup=500),
         )
         | dict(lr=2e-3),
-        data=dict(n_train=config.pick(smoke=512, cpu=20_000, gpu=100_000), res=config.image_size()),
+        data=dict(
+            n_train=runtime.pick(smoke=512, cpu=20_000, gpu=100_000), res=runtime.image_size()
+        ),
     )
     return recipe.sections(cfg, **overrides)
 
@@ -159,7 +162,7 @@ def train_model(model: VQVAE, cfg: dict, path, live_plot: bool = True):
     model.to(memory_format=torch.channels_last)
     return train.fit_config(
         model,
-        lambda m, b: m.loss(b[0].to(config.device(), memory_format=torch.channels_last), b[1]),
+        lambda m, b: m.loss(b[0].to(runtime.device(), memory_format=torch.channels_last), b[1]),
         batch_fn,
         path=path,
         cfg=cfg,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import config
+from t2i.core import runtime
 
 
 def linear_betas(T: int) -> np.ndarray:
@@ -192,7 +192,7 @@ class GaussianDiffusion:
         if steps < 1:
             raise ValueError(f"steps must be at least 1, not {steps}")
         if steps > self.T:
-            config.warn(
+            runtime.warn(
                 f"{steps} sampling steps asked for, but the process has T = {self.T}: capped at "
                 f"{self.T}"
             )
@@ -324,5 +324,5 @@ def _randn(x, generator):
 
 def diffusion_of(cfg: dict) -> GaussianDiffusion:
     """The diffusion process a recipe's config trains its model for: its "diffusion" section
-    (`t2i.recipe`)."""
+    (`t2i.core.recipe`)."""
     return GaussianDiffusion(**cfg["diffusion"])

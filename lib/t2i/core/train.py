@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoint, config
+from t2i.core import checkpoint, runtime
 
 
 @dataclass
@@ -136,7 +136,7 @@ def fit(
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step, steps, lr, warmup)
                 batch = batch_fn(step, gen)
-                with config.autocast(dev, amp):
+                with runtime.autocast(dev, amp):
                     out = loss_fn(model, batch)
                 loss, logs = out if isinstance(out, tuple) else (out, {})
                 opt.zero_grad(set_to_none=True)
@@ -200,7 +200,7 @@ def fit(
 
 
 def fit_config(model, loss_fn, batch_fn, cfg: dict, path=None, desc="training", **kwargs):
-    """`fit` with the schedule of a recipe's config (`t2i.recipe`): steps, lr and warmup of its
+    """`fit` with the schedule of a recipe's config (`t2i.core.recipe`): steps, lr and warmup of its
     train section, and ema and weight_decay where it has them, seeded by its seed (every model of
     the course trains this way)."""
     schedule = cfg["train"]
@@ -284,7 +284,7 @@ def _load_optimizer(opt, saved, path) -> bool:
         opt.load_state_dict(saved["optimizer"])
         return True
     except ValueError as err:
-        config.warn(f"{path} cannot be resumed ({err}); training from the start")
+        runtime.warn(f"{path} cannot be resumed ({err}); training from the start")
         return False
 
 

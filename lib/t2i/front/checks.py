@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import operator
 
-from . import config
+from t2i.core import runtime
 
 _OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
 PREFIX = "T2I-CHECK "
@@ -24,7 +24,7 @@ def report(notebook: str, numbers: dict, bars: dict[str, tuple[str, float]]) -> 
     record = {"notebook": notebook, **clean}
     _show(table(numbers, bars))
     print(PREFIX + json.dumps(record))
-    with config.atomic_path(config.data_dir() / "checks" / f"{notebook}.json") as tmp:
+    with runtime.atomic_path(runtime.data_dir() / "checks" / f"{notebook}.json") as tmp:
         tmp.write_text(json.dumps(record, indent=1))
     failed = [
         f"{name} = {numbers[name]} (bar: {op} {bar})"
@@ -76,6 +76,6 @@ def collect(paths) -> list[dict]:
 
 def saved(since: float = 0.0) -> list[dict]:
     """The records that `report` kept in data/checks, written at or after time `since`."""
-    folder = config.data_dir() / "checks"
+    folder = runtime.data_dir() / "checks"
     paths = sorted(p for p in folder.glob("*.json") if p.stat().st_mtime >= since)
     return [json.loads(p.read_text()) for p in paths]

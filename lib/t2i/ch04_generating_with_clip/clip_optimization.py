@@ -1,6 +1,6 @@
 """Generating with a frozen CLIP by optimization (notebook 04): optimize whatever makes the image
 so that CLIP finds it close to a prompt. Shared by the pixel-space baseline (here), CLIPDraw
-(`t2i.clipdraw`, strokes) and VQGAN-CLIP (`t2i.vqgan_clip`, codebook latents); each only changes
+(`clipdraw`, strokes) and VQGAN-CLIP (`vqgan_clip`, codebook latents); each only changes
 what is optimized.
 
 Two ingredients from the CLIPDraw paper (Frans et al. 2021) and the VQGAN-CLIP notebooks
@@ -9,7 +9,7 @@ image, so that only changes that survive them, real structure, pay off; and the 
 squared great-circle distance between unit embeddings, 2 * arcsin(|x - y| / 2)^2. Without the
 augmentations the optimizer finds adversarial pixel patterns that CLIP likes and nobody sees.
 
-The optimizer is the course's one trainer, `t2i.train.fit`, with the image's parameters as the
+The optimizer is the course's one trainer, `t2i.core.train.fit`, with the image's parameters as the
 "model" and the frozen CLIP inside the loss.
 """
 
@@ -23,8 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import judge, shapes, train
-from .stats import Rate
+from t2i.core import train
+from t2i.core.stats import Rate
+from t2i.world import judge, shapes
 
 BACKGROUND = torch.tensor(shapes.BACKGROUND, dtype=torch.float32) / 127.5 - 1  # in [-1, 1]
 
@@ -180,7 +181,7 @@ def clip_vs_judge(clip_model, images: torch.Tensor, prompts: list[str]) -> dict:
     """For images made for one-object prompts ("a red circle"): the CLIP score, how often CLIP's
     zero-shot colour and shape agree with the prompt, how often the judge does, and how often CLIP
     is fooled: it sees the prompt's colour and shape but the judge does not."""
-    from . import clip as clip_mod
+    from t2i import ch03_clip as clip_mod
 
     facts = [shapes.parse_caption(p).objects[0] for p in prompts]
     want_c = torch.tensor([shapes.COLOR_NAMES.index(f["color"]) for f in facts])
@@ -200,7 +201,7 @@ def clip_vs_judge(clip_model, images: torch.Tensor, prompts: list[str]) -> dict:
     }
 
 
-# The command line's flags of `sample clipdraw` and `sample vqgan-clip` (`t2i.recipe`).
+# The command line's flags of `sample clipdraw` and `sample vqgan-clip` (`t2i.core.recipe`).
 SAMPLE_OPTIONS = {
     "--prompt": dict(required=True),
     "--steps": dict(type=int, default=0, help="optimisation steps; 0: the profile's default"),

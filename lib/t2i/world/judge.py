@@ -30,8 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import config, shapes
-from .stats import Rate
+from t2i.core import runtime
+from t2i.core.stats import Rate
+from t2i.world import shapes
 
 BG = torch.tensor(shapes.BACKGROUND, dtype=torch.float32) / 255.0
 PAL = torch.from_numpy(shapes.PALETTE)
@@ -76,7 +77,7 @@ def as_unit_images(images) -> torch.Tensor:
         )
     lo, hi = (x.min().item(), x.max().item()) if x.numel() else (-1.0, 1.0)
     if 0 <= lo and hi <= 1 and hi - lo > 0.5:
-        config.warn(
+        runtime.warn(
             f"the images lie in [0, 1] (min {lo:.3f}, max {hi:.3f}), but the judge reads float "
             "images in [-1, 1]: pass 2 * x - 1 if they are [0, 1] images"
         )
@@ -427,9 +428,9 @@ def accuracy_table(
 
 
 def rejection_table(n: int = 300, res: int = 32, seed: int = 2024) -> dict[str, dict[str, Rate]]:
-    """Per junk kind (`t2i.junk`), per fact that must not hold there: how often the judge says
+    """Per junk kind (`t2i.world.junk`), per fact that must not hold there: how often the judge says
     "no" (1.0 is perfect), over n images."""
-    from . import junk
+    from t2i.world import junk
 
     table = {}
     for kind in junk.KINDS:

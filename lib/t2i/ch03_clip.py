@@ -9,7 +9,7 @@ Figure 3 pseudocode):
 
 Image tower: a small CNN that keeps the 4x4 spatial grid to the end (flattened, not pooled), so
 position survives; at 32x32 it is several times cheaper than a ViT on CPU. Text tower: a causal
-transformer (`t2i.nn.Block`) whose feature at the EOT token is the caption's embedding, as in
+transformer (`layers.Block`) whose feature at the EOT token is the caption's embedding, as in
 openai/CLIP's model.py.
 
 Duplicates: a partial caption ("a red circle") is true of every red circle in the batch, so the
@@ -29,10 +29,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, config, judge, recipe, shapes, train, typography
-from . import nn as t2i_nn
-from .stats import Rate
-from .tokenizer import Tokenizer
+from t2i.blocks.layers import Block, count_parameters
+from t2i.core import checkpoint, recipe, runtime, train
+from t2i.core.stats import Rate
+from t2i.world import judge, shapes, typography
+from t2i.world.tokenizer import Tokenizer
 
 TOKENIZER = Tokenizer()
 
@@ -68,7 +69,7 @@ class TextEncoder(nn.Module):
         super().__init__()
         self.tok = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(torch.randn(context, d) * 0.01)
-        self.blocks = nn.ModuleList(t2i_nn.Block(d, heads) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
         self.ln = nn.LayerNorm(d)
         self.proj = nn.Linear(d, embed, bias=False)
 
@@ -221,21 +222,21 @@ def default_config(**overrides) -> dict:
     cfg = dict(
         seed=0,
         model=dict(
-            width=config.pick(smoke=8, cpu=32, gpu=64),
-            d=config.pick(smoke=32, cpu=128, gpu=256),
-            layers=config.pick(smoke=1, cpu=2, gpu=4),
+            width=runtime.pick(smoke=8, cpu=32, gpu=64),
+            d=runtime.pick(smoke=32, cpu=128, gpu=256),
+            layers=runtime.pick(smoke=1, cpu=2, gpu=4),
             heads=4,
-            embed=config.pick(smoke=32, cpu=128, gpu=256),
+            embed=runtime.pick(smoke=32, cpu=128, gpu=256),
         ),
         train=dict(
-            batch=config.pick(smoke=32, cpu=256, gpu=512),
-            steps=config.pick(smoke=30, cpu=600, gpu=3000),
-            lr=config.pick(smoke=2e-3, cpu=1e-3, gpu=5e-4),
-            warmup=config.pick(smoke=5, cpu=50, gpu=200),
+            batch=runtime.pick(smoke=32, cpu=256, gpu=512),
+            steps=runtime.pick(smoke=30, cpu=600, gpu=3000),
+            lr=runtime.pick(smoke=2e-3, cpu=1e-3, gpu=5e-4),
+            warmup=runtime.pick(smoke=5, cpu=50, gpu=200),
             weight_decay=0.1,
         ),
         data=dict(
-            res=config.image_size(), partial=0.5, text_images=0.3, word_only=0.3, grey_text=0.0
+            res=runtime.image_size(), partial=0.5, text_images=0.3, word_only=0.3, grey_text=0.0
         ),
     )
     return recipe.sections(cfg, **overrides)
@@ -287,7 +288,9 @@ def reading_config(grey_text: float, **overrides) -> dict:
     cfg = dict(
         seed=1,
         model=dict(base=base),
-        train=dict(base["train"], steps=config.pick(smoke=10, cpu=75, gpu=500), lr=5e-4, warmup=20),
+        train=dict(
+            base["train"], steps=runtime.pick(smoke=10, cpu=75, gpu=500), lr=5e-4, warmup=20
+        ),
         data=dict(base["data"], grey_text=grey_text),
     )
     return recipe.sections(cfg, **overrides)
@@ -371,7 +374,7 @@ def single_object_test(n: int, seed: int = 1234, res: int | None = None):
     s = shapes.sample_scenes(n, seed=seed, split="test", counts=(1,))
     truth = {"color": s.color[:, 0], "shape": s.shape[:, 0], "size": s.size[:, 0],
              "position": s.cell[:, 0]}  # fmt: skip
-    return shapes.render(s, res or config.image_size()), truth
+    return shapes.render(s, res or runtime.image_size()), truth
 
 
 def zero_shot_table(
@@ -531,9 +534,7 @@ RECIPES = {
         build=build,
         train=train_clip,
         load=get_clip,
-        describe=lambda m: (
-            f"CLIP: {t2i_nn.count_parameters(m):,} parameters, scale {m.scale():.1f}"
-        ),
+        describe=lambda m: f"CLIP: {count_parameters(m):,} parameters, scale {m.scale():.1f}",
         evaluate=_evaluation,
     )
 }

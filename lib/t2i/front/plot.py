@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .stats import Rate
+from t2i.core.stats import Rate
 
 
 def to_numpy_images(images) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The diffusion U-Net (DDPM sec. 4 / improved DDPM / ADM), small enough to train on a CPU.
 
-Residual blocks (`t2i.nn.ResBlock`) read a timestep embedding by scale-shift; self-attention
-(`t2i.nn.Attention`) runs at the low resolutions; skip connections join the down and up paths.
+Residual blocks (`layers.ResBlock`) read a timestep embedding by scale-shift; self-attention
+(`layers.Attention`) runs at the low resolutions; skip connections join the down and up paths.
 Conditioning enters where ADM and GLIDE put it:
   - a class label y: an embedding added to the time embedding, with one extra "null" label
     (index n_classes) for classifier-free guidance;
@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .nn import Attention, ResBlock, timestep_embedding
+from t2i.blocks.layers import Attention, ResBlock, timestep_embedding
 
 
 class SpatialAttention(nn.Module):

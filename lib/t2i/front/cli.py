@@ -1,7 +1,7 @@
 """`python -m t2i COMMAND`: generate data, check the judge, and train, sample and evaluate the
 course's models outside Jupyter (for instructors and CI).
 
-`train`, `sample` and `evaluate` are generated from the models' recipes (`t2i.recipe`): one
+`train`, `sample` and `evaluate` are generated from the models' recipes (`t2i.core.recipe`): one
 `--retrain`, one writer of PNG files, one printer of tables (Markdown, or JSON with --json).
 `inpaint` (GLIDE) and `vary` (unCLIP) take an image file and have their own commands.
 
@@ -18,7 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
-from . import recipe
+from t2i.core import recipe
 
 
 def _options(args, command: str, r: recipe.Recipe) -> dict:
@@ -33,7 +33,7 @@ def cmd_train(args):
 
 
 def cmd_sample(args):
-    from . import plot
+    from t2i.front import plot
 
     r, options = args.recipe, _options(args, "sample", args.recipe)
     t0 = time.perf_counter()
@@ -44,7 +44,7 @@ def cmd_sample(args):
 
 
 def cmd_evaluate(args):
-    from . import plot
+    from t2i.front import plot
 
     rows = args.recipe.evaluate(args.seed, **_options(args, "evaluate", args.recipe))
     plot.print_table(rows, args.json)
@@ -58,7 +58,7 @@ COMMANDS = {  # generated for every recipe that serves them: (help, what runs)
 
 
 def cmd_data(args):
-    from . import shapes
+    from t2i.world import shapes
 
     t = time.perf_counter()
     ds = shapes.load_dataset(args.n, res=args.res, seed=args.seed, split=args.split)
@@ -71,7 +71,7 @@ def cmd_data(args):
 
 
 def cmd_judge(args):
-    from . import judge
+    from t2i.world import judge
 
     table = judge.accuracy_table(n=args.n, seed=args.seed)
     junk = judge.rejection_table(n=min(args.n, 300), seed=args.seed)
@@ -95,7 +95,8 @@ def cmd_judge(args):
 
 
 def cmd_judge_score(args):
-    from . import judge, plot
+    from t2i.front import plot
+    from t2i.world import judge
 
     images = plot.read_pngs(args.png)
     rows = judge.score_each(images, [args.prompt] * len(images))
@@ -119,7 +120,7 @@ def cmd_judge_score(args):
 def cmd_summary(args):
     from pathlib import Path
 
-    from . import checks
+    from t2i.front import checks
 
     paths = sorted(Path(args.dir).glob("*.ipynb"))
     records = checks.collect(paths)
@@ -163,7 +164,8 @@ def main(argv=None):
     p.set_defaults(func=cmd_summary)
 
     recipes = recipe.recipes()  # imports every model's module
-    from . import glide, unclip
+    from t2i import ch06_glide as glide
+    from t2i import ch07_unclip as unclip
 
     for command, (help_text, run) in COMMANDS.items():
         names = [name for name, r in recipes.items() if command in r.commands()]
@@ -204,11 +206,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     _check_arguments(parser, args)
     try:
-        from . import config
-        from .tokenizer import Tokenizer
+        from t2i.core import runtime
+        from t2i.world.tokenizer import Tokenizer
 
-        config.profile()  # a bad T2I_PROFILE or T2I_DATA is named before any work
-        config.data_dir()
+        runtime.profile()  # a bad T2I_PROFILE or T2I_DATA is named before any work
+        runtime.data_dir()
         if getattr(args, "prompt", None) is not None:
             with warnings.catch_warnings():  # a long prompt is cut later, with its warning
                 warnings.simplefilter("ignore")

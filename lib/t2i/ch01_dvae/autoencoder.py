@@ -15,12 +15,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import config, shapes
+from t2i.core import runtime
+from t2i.world import shapes
 
 
 class ResidualUnit(nn.Module):
     """x + conv(relu(conv(relu(x)))), the residual unit of the DALL-E dVAE's encoder/decoder
-    (no timestep input: the diffusion U-Net's block is `t2i.nn.ResBlock`)."""
+    (no timestep input: the diffusion U-Net's block is `t2i.blocks.layers.ResBlock`)."""
 
     def __init__(self, ch: int):
         super().__init__()
@@ -74,7 +75,7 @@ class Decoder(nn.Module):
 
 
 def image_batches(cfg: dict):
-    """A batch_fn for `t2i.train.fit`: random batches (as (x, step)) of the training renders a
+    """A batch_fn for `t2i.core.train.fit`: random batches (as (x, step)) of the training renders a
     tokenizer's config names (n_train and res of its data section, batch of its train section)."""
     data, batch_size = cfg["data"], cfg["train"]["batch"]
     x = shapes.load_dataset(data["n_train"], res=data["res"], seed=cfg["seed"]).tensor()
@@ -89,7 +90,7 @@ def image_batches(cfg: dict):
 def held_out_renders(n: int = 1000, seed: int = 777) -> shapes.ShapesDataset:
     """Fresh renders never seen in training (the test split, another seed), at the profile's
     image size."""
-    return shapes.make_dataset(n, res=config.image_size(), seed=seed, split="test")
+    return shapes.make_dataset(n, res=runtime.image_size(), seed=seed, split="test")
 
 
 # --- measures -------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ def reconstructions(model):
 
 def evaluation(model, seed: int) -> dict:
     """{"held-out renders": row}: PSNR, codebook use and the judge's facts on reconstructions."""
-    from . import judge
+    from t2i.world import judge
 
     data = held_out_renders(seed=seed + 777)
     m = evaluate(model, data)
@@ -195,9 +196,9 @@ def evaluation(model, seed: int) -> dict:
 
 
 def recipe(name: str, config, build, train, load):
-    """A tokenizer's recipe (`t2i.recipe`): `sample` writes reconstructions of held-out renders,
+    """A tokenizer's recipe (`core.recipe`): `sample` writes reconstructions of held-out renders,
     `evaluate` gives their PSNR, codebook use and the judge's facts."""
-    from .recipe import Recipe
+    from t2i.core.recipe import Recipe
 
     return Recipe(
         config=config,

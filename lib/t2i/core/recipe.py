@@ -1,5 +1,5 @@
 """Recipes: every model of the course declared once, as a table of plain functions (all
-notebooks; `t2i.cli` generates the command line from them, and `tests/test_profiles.py` builds
+notebooks; `t2i.front.cli` generates the command line from them, and `tests/test_profiles.py` builds
 every one at the gpu profile and trains it for a step).
 
 A module that trains a model ends with `RECIPES = {"name": Recipe(...)}`, the name being the one
@@ -9,7 +9,7 @@ the command line uses. The fields are functions, not methods: there is nothing t
                       in minGPT's `get_config`: {"model": ..., "train": ..., "data": ...}, plus
                       "seed", which seeds initialisation, data order and noise
   build(cfg)          the untrained model
-  train(model, cfg, path)   trains it with `t2i.train.fit`, which writes the checkpoint at path
+  train(model, cfg, path)   trains it with `t2i.core.train.fit`, which writes the checkpoint at path
   load(retrain=False) the trained model (or the tuple its module's loader gives: GLIDE's is
                       (model, diffusion)): from the checkpoint cache, or trained now
   describe(model)     one line about it, for `train` (default: its parameter count)
@@ -31,15 +31,15 @@ import time
 from typing import Any, Callable, NamedTuple
 
 MODULES = (  # in the course's order
-    "t2i.dvae",
-    "t2i.vqvae",
-    "t2i.dalle",
-    "t2i.clip",
-    "t2i.clipdraw",
-    "t2i.vqgan_clip",
-    "t2i.label_diffusion",
-    "t2i.glide",
-    "t2i.unclip",
+    "t2i.ch01_dvae.dvae",
+    "t2i.ch01_dvae.vqvae",
+    "t2i.ch02_dalle",
+    "t2i.ch03_clip",
+    "t2i.ch04_generating_with_clip.clipdraw",
+    "t2i.ch04_generating_with_clip.vqgan_clip",
+    "t2i.ch05_diffusion",
+    "t2i.ch06_glide",
+    "t2i.ch07_unclip",
 )
 
 

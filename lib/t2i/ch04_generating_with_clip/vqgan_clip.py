@@ -2,7 +2,7 @@
 decoder with CLIP.
 
 What is optimized is the grid of continuous latents z (B, D, 8, 8) that the VQ-VAE of notebook 01
-(`t2i.vqvae`) would quantize and decode. Each step: clamp z to the codebook's range (per
+(`t2i.ch01_dvae.vqvae`) would quantize and decode. Each step: clamp z to the codebook's range (per
 dimension, with `ClampWithGrad`: no gradient that would push z further out), snap it to the
 nearest codes with the straight-through quantizer (the forward pass sees only codebook vectors,
 the gradient reaches z), decode, take random cutouts, and pull CLIP's embedding of the cutouts
@@ -15,14 +15,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import clip_optimization, config, recipe
+from t2i.ch04_generating_with_clip import clip_optimization
+from t2i.core import recipe, runtime
 
 
 def default_config() -> dict:
     return dict(
-        steps=config.pick(smoke=4, cpu=100, gpu=300),
-        lr=config.pick(smoke=0.1, cpu=0.1, gpu=0.05),
-        n_views=config.pick(smoke=2, cpu=8, gpu=16),
+        steps=runtime.pick(smoke=4, cpu=100, gpu=300),
+        lr=runtime.pick(smoke=0.1, cpu=0.1, gpu=0.05),
+        n_views=runtime.pick(smoke=2, cpu=8, gpu=16),
         augmentation="cutouts",
         init="random tokens",
     )
@@ -110,7 +111,8 @@ def generate(
 
 
 def _sampler(prompt: str, steps: int = 0):
-    from . import clip, vqvae
+    from t2i import ch03_clip as clip
+    from t2i.ch01_dvae import vqvae
 
     models, overrides = (clip.get_clip(), vqvae.get_vqvae()), {"steps": steps} if steps else {}
     return lambda n, seed: generate(*models, [prompt] * n, seed=seed, **overrides).images

@@ -15,7 +15,7 @@ VQ-VAE codes). As in the paper:
     `layers=` picks one per layer.
 Sampling draws one image token at a time with a temperature and top-k filter, many samples per
 caption in one batch, optionally starting from the first rows of a real image ("primed").
-A key/value cache (`t2i.nn.KVCache`, one per layer) keeps what each layer computed for the prefix,
+A key/value cache (`layers.KVCache`, one per layer) keeps what each layer computed for the prefix,
 so each step feeds only the newest token (use_cache=False reruns the whole prefix every step, the
 same tokens for ~39x the work; the benchmark measures both).
 
@@ -28,8 +28,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, config, recipe, shapes, tokenizer, train, vqvae
-from .nn import Block, KVCache, count_parameters
+from t2i.blocks.layers import Block, KVCache, count_parameters
+from t2i.ch01_dvae import vqvae
+from t2i.core import checkpoint, recipe, runtime, train
+from t2i.world import shapes, tokenizer
 
 TEXT_WEIGHT, IMAGE_WEIGHT = 1 / 8, 7 / 8
 PATTERNS = ("dense", "row", "column", "conv")
@@ -39,7 +41,7 @@ def default_config(**overrides) -> dict:
     """The DALL-E of the active profile; overrides go to the section that holds each key."""
     cfg = dict(
         seed=0,
-        model=config.pick(
+        model=runtime.pick(
             smoke=dict(d=32, n_layers=2, n_heads=2),
             cpu=dict(d=128, n_layers=4, n_heads=4),
             gpu=dict(d=256, n_layers=8, n_heads=8),
@@ -49,7 +51,7 @@ def default_config(**overrides) -> dict:
             layers="dense",  # or a list of PATTERNS, one per layer
             tokenizer=vqvae.default_config(),
         ),
-        train=config.pick(
+        train=runtime.pick(
             smoke=dict(steps=20, batch=8, warmup=5),
             cpu=dict(steps=1000, batch=64, warmup=100),
             gpu=dict(steps=20_000, batch=128, warmup=500),
@@ -57,7 +59,7 @@ def default_config(**overrides) -> dict:
         | dict(lr=1e-3, weight_decay=0.01, ema=0.995),
         # p_partial: one- and two-object captions made partial ("a red circle"), as CLIP's and
         # GLIDE's are, so that what a student types is in distribution
-        data=dict(n_train=config.pick(smoke=512, cpu=20_000, gpu=100_000), p_partial=0.3),
+        data=dict(n_train=runtime.pick(smoke=512, cpu=20_000, gpu=100_000), p_partial=0.3),
     )
     return recipe.sections(cfg, **overrides)
 
@@ -261,7 +263,7 @@ def prompt_set(
 
 def evaluate(model, temperatures=(1.0, 0.5), top_k=None, seed=0, prompts=None):
     """The judge's table {f"{set} @ T={t}": {fact: accuracy}} on the fixed prompt set."""
-    from . import judge
+    from t2i.world import judge
 
     prompts = prompts or prompt_set()
     table = {}
@@ -301,7 +303,7 @@ def train_model(model: DALLE, cfg: dict, path, live_plot: bool = True):
     model.vae.eval()
     data = cfg["data"]
     text, image = tokenize_dataset(model, data["n_train"], cfg["seed"], data["p_partial"])
-    dev = config.device()
+    dev = runtime.device()
 
     def batch_fn(step, gen):
         idx = torch.randint(0, len(text), (cfg["train"]["batch"],), generator=gen)

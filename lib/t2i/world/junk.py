@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import shapes
+from t2i.world import shapes
 
 _BG = np.array(shapes.BACKGROUND, np.float32) / 255.0
 # Facts a one-object caption states; none of them holds where there is no object.

@@ -24,14 +24,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import autoencoder, checkpoint, config, recipe, train
+from t2i.ch01_dvae import autoencoder
+from t2i.core import checkpoint, recipe, runtime, train
 
 EPS = 0.1  # the logit-Laplace squeeze of DALL-E
 
 
 def default_config(**overrides) -> dict:
     """The dVAE of the active profile; overrides go to the section that holds each key."""
-    size = config.pick(
+    size = runtime.pick(
         smoke=dict(K=32, dim=16, width=16),
         cpu=dict(K=128, dim=32, width=64),
         gpu=dict(K=512, dim=64, width=128),
@@ -39,7 +40,7 @@ def default_config(**overrides) -> dict:
     cfg = dict(
         seed=0,
         model=size | dict(recon="mse"),  # recon: "mse", or "laplace" (the paper's likelihood)
-        train=config.pick(
+        train=runtime.pick(
             smoke=dict(steps=30, batch=16, warmup=5),
             cpu=dict(steps=450, batch=64, warmup=100),
             gpu=dict(steps=20_000, batch=128, warmup=500),
@@ -52,7 +53,9 @@ def default_config(**overrides) -> dict:
             tau_end=1
             / 16,  # annealed geometrically over the run; tau_end = tau_start: no annealing
         ),
-        data=dict(n_train=config.pick(smoke=512, cpu=20_000, gpu=100_000), res=config.image_size()),
+        data=dict(
+            n_train=runtime.pick(smoke=512, cpu=20_000, gpu=100_000), res=runtime.image_size()
+        ),
     )
     return recipe.sections(cfg, **overrides)
 
@@ -176,7 +179,7 @@ def build(cfg: dict) -> DVAE:
 def train_model(model: DVAE, cfg: dict, path, live_plot: bool = True, desc: str = "dVAE"):
     batch_fn = autoencoder.image_batches(cfg)
     model.to(memory_format=torch.channels_last)
-    dev, schedule = config.device(), cfg["train"]
+    dev, schedule = runtime.device(), cfg["train"]
     return train.fit_config(
         model,
         lambda m, b: m.loss(

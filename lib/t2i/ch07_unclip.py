@@ -32,10 +32,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, clip, config, glide, judge, plot, recipe, shapes, train, typography
-from .diffusion import classifier_free, diffusion_of
-from .nn import Block, KVCache, timestep_embedding
-from .stats import Rate
+from t2i import ch03_clip as clip
+from t2i import ch06_glide as glide
+from t2i.blocks.diffusion import classifier_free, diffusion_of
+from t2i.blocks.layers import Block, KVCache, timestep_embedding
+from t2i.core import checkpoint, recipe, runtime, train
+from t2i.core.stats import Rate
+from t2i.front import plot
+from t2i.world import judge, shapes, typography
 
 TOKENIZER = glide.TOKENIZER
 N_CONTEXT_TOKENS = 4  # z_i as 4 extra tokens of the decoder's attention context (sec. 2.1)
@@ -120,7 +124,7 @@ def decoder_config(**overrides) -> dict:
         seed=5,
         p_empty=0.5,  # the caption, dropped half the time
         min_snr=None,  # unweighted: GLIDE's Min-SNR weighting is not measured on the decoder
-        steps=config.pick(smoke=30, cpu=600, gpu=20_000),
+        steps=runtime.pick(smoke=30, cpu=600, gpu=20_000),
     )
     cfg["model"]["embed"] = clip.default_config()["model"]["embed"]
     cfg["train"] |= dict(
@@ -245,7 +249,7 @@ def upsampler_config(**overrides) -> dict:
         seed=6,
         p_empty=1.0,
         low_res_noise=0.0,
-        steps=config.pick(smoke=20, cpu=100, gpu=10_000),
+        steps=runtime.pick(smoke=20, cpu=100, gpu=10_000),
     )
     cfg["train"] |= dict(blur=0.8, init=glide.upsampler_config())
     return recipe.sections(cfg, **overrides)
@@ -325,29 +329,29 @@ def prior_config(**overrides) -> dict:
     cfg = dict(
         seed=7,
         model=dict(
-            d=config.pick(smoke=32, cpu=128, gpu=256),
-            layers=config.pick(smoke=1, cpu=3, gpu=6),
+            d=runtime.pick(smoke=32, cpu=128, gpu=256),
+            layers=runtime.pick(smoke=1, cpu=3, gpu=6),
             heads=4,
             embed=clip.default_config()["model"]["embed"],
         ),
         diffusion=dict(
-            T=config.pick(smoke=100, cpu=1000, gpu=1000),
+            T=runtime.pick(smoke=100, cpu=1000, gpu=1000),
             schedule="cosine",
             prediction="x0",
             clip_x0=False,
         ),
         train=dict(
             p_drop=0.1,  # caption and z_t dropped together: the null condition of CFG
-            steps=config.pick(smoke=30, cpu=1000, gpu=10_000),
-            batch=config.pick(smoke=16, cpu=128, gpu=256),
+            steps=runtime.pick(smoke=30, cpu=1000, gpu=10_000),
+            batch=runtime.pick(smoke=16, cpu=128, gpu=256),
             lr=1e-3,
-            warmup=config.pick(smoke=5, cpu=100, gpu=500),
+            warmup=runtime.pick(smoke=5, cpu=100, gpu=500),
             weight_decay=0.01,
-            ema=config.pick(smoke=None, cpu=0.995, gpu=0.999),
+            ema=runtime.pick(smoke=None, cpu=0.995, gpu=0.999),
         ),
         data=dict(
             data_seed=5,
-            n_train=config.pick(smoke=2_000, cpu=40_000, gpu=100_000),
+            n_train=runtime.pick(smoke=2_000, cpu=40_000, gpu=100_000),
             p_partial=0.5,
             res=glide.base_config()["data"]["res"],
         ),
@@ -549,11 +553,11 @@ class ARPrior(nn.Module):
 
 def ar_prior_config(**overrides) -> dict:
     """The AR prior: the diffusion prior's data and schedule, its own model; no diffusion."""
-    cfg = prior_config(seed=8, steps=config.pick(smoke=30, cpu=400, gpu=10_000))  # fewer: time
+    cfg = prior_config(seed=8, steps=runtime.pick(smoke=30, cpu=400, gpu=10_000))  # fewer: time
     del cfg["diffusion"]
     cfg["model"] |= dict(
         variance=0.99,  # components kept: this fraction of the variance (the paper's 319)
-        buckets=config.pick(smoke=8, cpu=32, gpu=64),
+        buckets=runtime.pick(smoke=8, cpu=32, gpu=64),
         dot_buckets=16,
     )
     return recipe.sections(cfg, **overrides)
@@ -680,7 +684,7 @@ def same_facts(before, after) -> dict[str, list[bool]]:
 def variations(decoder, diffusion, n=48, etas=(0.0, 0.25, 0.5, 1.0), scale=1.0, steps=50, seed=31):
     """Variations of n one-object test renders (paper sec. 3.1): (z_i, x_T by DDIM inversion),
     decoded at each eta. Returns (rows {eta: PSNR and facts kept}, {eta: images}, originals)."""
-    from .autoencoder import psnr
+    from t2i.ch01_dvae.autoencoder import psnr
 
     s, images, z = single_objects(n, seed, decoder.res)
     x_T = invert(decoder, diffusion, images, z, scale, steps)

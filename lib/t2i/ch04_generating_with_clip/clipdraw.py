@@ -1,6 +1,6 @@
 """CLIPDraw (Frans, Soros & Witkowski 2021, arXiv 2106.14843): draw a prompt with strokes.
 
-No model is trained: a set of random Bezier strokes (`t2i.raster`) is optimized with Adam so
+No model is trained: a set of random Bezier strokes (`raster`) is optimized with Adam so
 that a frozen CLIP finds random augmentations of the drawing close to the prompt (and, with
 negative prompts, far from those). The paper used 256 strokes on 224x224 with a GPU renderer
 (diffvg); we use a few dozen on 32x32 with a torch one.
@@ -13,15 +13,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import clip_optimization, config, raster, recipe
+from t2i.ch04_generating_with_clip import clip_optimization, raster
+from t2i.core import recipe, runtime
 
 
 def default_config() -> dict:
     return dict(
-        strokes=config.pick(smoke=4, cpu=16, gpu=32),
-        steps=config.pick(smoke=4, cpu=120, gpu=300),
+        strokes=runtime.pick(smoke=4, cpu=16, gpu=32),
+        steps=runtime.pick(smoke=4, cpu=120, gpu=300),
         lr=0.05,
-        n_views=config.pick(smoke=2, cpu=8, gpu=16),
+        n_views=runtime.pick(smoke=2, cpu=8, gpu=16),
         augmentation="augment",
     )
 
@@ -78,7 +79,7 @@ def draw(
 
 
 def _sampler(prompt: str, steps: int = 0):
-    from . import clip
+    from t2i import ch03_clip as clip
 
     model, overrides = clip.get_clip(), {"steps": steps} if steps else {}
     return lambda n, seed: draw(model, [prompt] * n, seed=seed, **overrides).images

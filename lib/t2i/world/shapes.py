@@ -3,7 +3,7 @@
 Each image holds one to three flat-coloured shapes on a plain background; each caption comes
 from a small grammar. Scenes are sampled and rendered with vectorized numpy, so 50,000 images
 take seconds. Every image keeps its ground-truth scene, which is what lets the judge
-(`t2i.judge`) check a generated image against its caption.
+(`t2i.world.judge`) check a generated image against its caption.
 
 Layout: the canvas is a 3x3 grid of cells; each object sits in its own cell (with a little
 jitter), and objects in one scene never share a colour and never sit in neighbouring cells,
@@ -440,7 +440,7 @@ def parse_caption(text: str) -> CaptionFacts:
     them (lower case, punctuation dropped, a comma a word of its own): "A red circle." reads as
     "a red circle". Raises ValueError naming the words outside the tokenizer's vocabulary
     ("avocado" is not ignored), and on a caption that names no object."""
-    from .tokenizer import known_words
+    from t2i.world.tokenizer import known_words
 
     words = known_words(text)
     facts = CaptionFacts()
@@ -527,10 +527,10 @@ def load_dataset(
     """`make_dataset`, cached as a .npz under data/datasets (it is cheap, but not free). A
     cached file that cannot be read (truncated, corrupt) is set aside as NAME.misfit, with a
     warning that names it, and the dataset generated again."""
-    from . import checkpoint, config
+    from t2i.core import checkpoint, runtime
 
     name = f"shapes-{split}-n{n}-r{res}-s{seed}-c{''.join(map(str, counts))}-v{VERSION}.npz"
-    path = config.data_dir() / "datasets" / name
+    path = runtime.data_dir() / "datasets" / name
     if path.exists():
         try:
             with np.load(path) as z:
@@ -544,6 +544,6 @@ def load_dataset(
                 path, f"could not be read ({type(err).__name__}: {err})", "generating it again"
             )
     ds = make_dataset(n, res, seed, split, counts)
-    with config.atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with runtime.atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, images=ds.images, captions=np.array(ds.captions), **ds.scenes.__dict__)
     return ds

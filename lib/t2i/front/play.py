@@ -16,8 +16,14 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from . import clip, clip_optimization, clipdraw, dalle, glide, judge, plot, unclip, vqgan_clip
-from . import label_diffusion as ld
+from t2i import ch02_dalle as dalle
+from t2i import ch03_clip as clip
+from t2i import ch05_diffusion as ld
+from t2i import ch06_glide as glide
+from t2i import ch07_unclip as unclip
+from t2i.ch04_generating_with_clip import clip_optimization, clipdraw, vqgan_clip
+from t2i.front import plot
+from t2i.world import judge
 
 
 def _panel(fn, example: dict | None, manual: bool = False, **controls):

@@ -4,7 +4,7 @@ notebook 06 (and the decoder of 07, which adds a CLIP image embedding to it).
 The models follow glide-text2im's `text2im_model.py`, small:
   - `TextEncoder`: a transformer over the caption tokens without a causal mask; padding
     positions get a learned embedding of their own (GLIDE's `xf_padding`).
-  - `Text2Im`: the course's U-Net (`t2i.unet.UNet`) whose time embedding gets the projected
+  - `Text2Im`: the course's U-Net (`t2i.blocks.unet.UNet`) whose time embedding gets the projected
     output of the caption's last token (`cond`), and whose every attention layer reads all the
     caption's token outputs as extra keys and values (`context`). It starts as notebook 05's
     trained label model (`start_from_label_model`), where the paper trains from scratch.
@@ -25,12 +25,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import checkpoint, clip, config, judge, label_diffusion, plot, recipe, shapes, train
-from .diffusion import classifier_free, diffusion_of, gradient_guidance
-from .nn import Block
-from .stats import Rate
-from .tokenizer import Tokenizer
-from .unet import Embedding, Encoder, UNet
+from t2i import ch03_clip as clip
+from t2i import ch05_diffusion as label_diffusion
+from t2i.blocks.diffusion import classifier_free, diffusion_of, gradient_guidance
+from t2i.blocks.layers import Block
+from t2i.blocks.unet import Embedding, Encoder, UNet
+from t2i.core import checkpoint, recipe, runtime, train
+from t2i.core.stats import Rate
+from t2i.front import plot
+from t2i.world import judge, shapes
+from t2i.world.tokenizer import Tokenizer
 
 TOKENIZER = clip.TOKENIZER  # one caption tokenizer for CLIP, the noised CLIP and GLIDE
 EMPTY = ""  # the null caption of classifier-free guidance
@@ -134,19 +138,19 @@ def base_config(**overrides) -> dict:
     scratch), where the paper trains from scratch: notebook 06 measures what it gains. Overrides
     go to the section that holds each key."""
     cfg = label_diffusion.model_config(
-        T=config.pick(smoke=100, cpu=500, gpu=1000),
-        n_train=config.pick(smoke=2_000, cpu=40_000, gpu=100_000),
+        T=runtime.pick(smoke=100, cpu=500, gpu=1000),
+        n_train=runtime.pick(smoke=2_000, cpu=40_000, gpu=100_000),
     )
     del cfg["train"]["p_null"]
     cfg["model"] |= dict(
         heads=4,
-        text_width=config.pick(smoke=16, cpu=64, gpu=128),
-        text_layers=config.pick(smoke=1, cpu=2, gpu=3),
+        text_width=runtime.pick(smoke=16, cpu=64, gpu=128),
+        text_layers=runtime.pick(smoke=1, cpu=2, gpu=3),
         coords=True,
     )
     cfg["train"] |= dict(
         p_empty=0.2,  # captions emptied for classifier-free guidance
-        steps=config.pick(smoke=30, cpu=1000, gpu=20_000),
+        steps=runtime.pick(smoke=30, cpu=1000, gpu=20_000),
         init=label_diffusion.model_config(),
     )
     cfg["data"] |= dict(counts=[1, 2], count_probs=[1, 1], p_partial=0.5)
@@ -261,13 +265,13 @@ def upsampler_config(**overrides) -> dict:
     C), so a step costs what a base step costs; fully convolutional, it then runs at 2x."""
     cfg = base_config(
         seed=3,
-        res=config.pick(smoke=8, cpu=16, gpu=32),  # the training crop
+        res=runtime.pick(smoke=8, cpu=16, gpu=32),  # the training crop
         coords=False,  # crops: the low-resolution image says where things are
         p_empty=0.1,
-        steps=config.pick(smoke=20, cpu=200, gpu=10_000),
+        steps=runtime.pick(smoke=20, cpu=200, gpu=10_000),
         init=None,  # its input and crops differ from the label model's
     )
-    cfg["data"]["out_res"] = config.pick(smoke=16, cpu=32, gpu=64)
+    cfg["data"]["out_res"] = runtime.pick(smoke=16, cpu=32, gpu=64)
     cfg["train"]["low_res_noise"] = 0.05
     return recipe.sections(cfg, **overrides)
 
@@ -336,10 +340,10 @@ def inpainter_config(**overrides) -> dict:
         train=dict(
             erased_only=True,
             min_snr=5.0,  # as the base model
-            steps=config.pick(smoke=20, cpu=250, gpu=5_000),
+            steps=runtime.pick(smoke=20, cpu=250, gpu=5_000),
             lr=1e-3,
-            warmup=config.pick(smoke=5, cpu=50, gpu=200),
-            ema=config.pick(smoke=None, cpu=0.99, gpu=0.999),
+            warmup=runtime.pick(smoke=5, cpu=50, gpu=200),
+            ema=runtime.pick(smoke=None, cpu=0.99, gpu=0.999),
         ),
         data=dict(p_object=0.8, object_caption=True),
     )
@@ -534,7 +538,7 @@ class NoisedImageEncoder(nn.Module):
 
 
 class NoisedCLIP(nn.Module):
-    """A CLIP (t2i.clip) whose image encoder sees noised images x_t with their timestep."""
+    """A CLIP (t2i.ch03_clip) whose image encoder sees noised images x_t with their timestep."""
 
     def __init__(self, res: int, ch: int, mults, d: int, layers: int, embed: int):
         super().__init__()
@@ -561,19 +565,19 @@ def noised_clip_config(**overrides) -> dict:
     cfg = dict(
         seed=2,
         model=dict(
-            ch=config.pick(smoke=8, cpu=32, gpu=64),
+            ch=runtime.pick(smoke=8, cpu=32, gpu=64),
             mults=[1, 2],
-            d=config.pick(smoke=32, cpu=64, gpu=128),
+            d=runtime.pick(smoke=32, cpu=64, gpu=128),
             layers=2,
-            embed=config.pick(smoke=32, cpu=64, gpu=128),
+            embed=runtime.pick(smoke=32, cpu=64, gpu=128),
         ),
         diffusion=base["diffusion"],  # it reads the base model's x_t: the same process
         train=dict(
             p_empty=0.0,
-            steps=config.pick(smoke=30, cpu=250, gpu=4000),
-            batch=config.pick(smoke=16, cpu=128, gpu=256),
+            steps=runtime.pick(smoke=30, cpu=250, gpu=4000),
+            batch=runtime.pick(smoke=16, cpu=128, gpu=256),
             lr=2e-3,
-            warmup=config.pick(smoke=5, cpu=50, gpu=200),
+            warmup=runtime.pick(smoke=5, cpu=50, gpu=200),
         ),
         data=base["data"],  # and the base model's scenes and captions
     )

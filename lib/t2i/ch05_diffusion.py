@@ -18,11 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint, config, judge, recipe, shapes
-from .diffusion import classifier_free, classifier_grad, diffusion_of
-from .tokenizer import words
-from .train import fit_config
-from .unet import NoisyClassifier, UNet
+from t2i.blocks.diffusion import classifier_free, classifier_grad, diffusion_of
+from t2i.blocks.unet import NoisyClassifier, UNet
+from t2i.core import checkpoint, recipe, runtime
+from t2i.core.train import fit_config
+from t2i.world import judge, shapes
+from t2i.world.tokenizer import words
 
 CLASSES = [(c, s) for c in shapes.COLOR_NAMES for s in shapes.SHAPES]
 NULL = len(CLASSES)
@@ -76,30 +77,30 @@ def caption_of(label: int) -> str:
 def model_config(**overrides) -> dict:
     """The diffusion model's config for the active profile (its cache key); overrides go to the
     section that holds each key. Beside model, train and data, a diffusion model's config has
-    the diffusion process it is trained for (`t2i.diffusion.GaussianDiffusion`'s arguments)."""
+    the diffusion process it is trained for (`GaussianDiffusion`'s arguments)."""
     cfg = dict(
         seed=0,
         model=dict(
-            ch=config.pick(smoke=8, cpu=32, gpu=64),
-            mults=config.pick(smoke=[1, 2], cpu=[1, 2], gpu=[1, 2, 2]),
+            ch=runtime.pick(smoke=8, cpu=32, gpu=64),
+            mults=runtime.pick(smoke=[1, 2], cpu=[1, 2], gpu=[1, 2, 2]),
             blocks=1,
             attn_res=[8],
         ),
         diffusion=dict(
-            T=config.pick(smoke=100, cpu=250, gpu=1000), schedule="cosine", prediction="eps"
+            T=runtime.pick(smoke=100, cpu=250, gpu=1000), schedule="cosine", prediction="eps"
         ),
         train=dict(
             min_snr=5.0,  # Min-SNR-gamma loss weighting (Hang et al. 2023), gamma = 5
             p_null=0.15,  # labels dropped for classifier-free guidance
-            steps=config.pick(smoke=30, cpu=550, gpu=20_000),
-            batch=config.pick(smoke=16, cpu=64, gpu=128),
+            steps=runtime.pick(smoke=30, cpu=550, gpu=20_000),
+            batch=runtime.pick(smoke=16, cpu=64, gpu=128),
             lr=2e-3,
-            warmup=config.pick(smoke=5, cpu=100, gpu=500),
-            ema=config.pick(smoke=None, cpu=0.995, gpu=0.999),
+            warmup=runtime.pick(smoke=5, cpu=100, gpu=500),
+            ema=runtime.pick(smoke=None, cpu=0.995, gpu=0.999),
         ),
         data=dict(
-            res=config.pick(smoke=16, cpu=16, gpu=32),
-            n_train=config.pick(smoke=2_000, cpu=20_000, gpu=50_000),
+            res=runtime.pick(smoke=16, cpu=16, gpu=32),
+            n_train=runtime.pick(smoke=2_000, cpu=20_000, gpu=50_000),
         ),
     )
     return recipe.sections(cfg, **overrides)
@@ -110,19 +111,19 @@ def classifier_config(**overrides) -> dict:
     cfg = dict(
         seed=1,
         model=dict(
-            ch=config.pick(smoke=8, cpu=16, gpu=32),
-            mults=config.pick(smoke=[1, 2], cpu=[1, 2], gpu=[1, 2, 2]),
+            ch=runtime.pick(smoke=8, cpu=16, gpu=32),
+            mults=runtime.pick(smoke=[1, 2], cpu=[1, 2], gpu=[1, 2, 2]),
         ),
-        diffusion=dict(T=config.pick(smoke=100, cpu=250, gpu=1000), schedule="cosine"),
+        diffusion=dict(T=runtime.pick(smoke=100, cpu=250, gpu=1000), schedule="cosine"),
         train=dict(
-            steps=config.pick(smoke=30, cpu=400, gpu=4000),
-            batch=config.pick(smoke=16, cpu=64, gpu=128),
+            steps=runtime.pick(smoke=30, cpu=400, gpu=4000),
+            batch=runtime.pick(smoke=16, cpu=64, gpu=128),
             lr=2e-3,
-            warmup=config.pick(smoke=5, cpu=50, gpu=200),
+            warmup=runtime.pick(smoke=5, cpu=50, gpu=200),
         ),
         data=dict(
-            res=config.pick(smoke=16, cpu=16, gpu=32),
-            n_train=config.pick(smoke=2_000, cpu=20_000, gpu=50_000),
+            res=runtime.pick(smoke=16, cpu=16, gpu=32),
+            n_train=runtime.pick(smoke=2_000, cpu=20_000, gpu=50_000),
         ),
     )
     return recipe.sections(cfg, **overrides)
