@@ -19,6 +19,7 @@ from t2i import ch03_clip as clip
 from t2i.ch01_dvae import vqvae
 from t2i.ch04_generating_with_clip import clip_optimization, clipdraw, vqgan_clip
 from t2i.core import runtime
+from t2i.world.prompts import TOKENIZER
 
 
 def bench_clip(budgets=(150, 300, 600)):
@@ -26,7 +27,7 @@ def bench_clip(budgets=(150, 300, 600)):
     batch = cfg["train"]["batch"]
     model = clip.build(cfg)
     x, captions, pos = clip.make_pairs(batch, 0, cfg["data"])
-    tokens = clip.TOKENIZER(captions)
+    tokens = TOKENIZER(captions)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     times = []
     for _ in range(8):
@@ -59,8 +60,8 @@ def bench_clip(budgets=(150, 300, 600)):
 def bench_generate(
     prompts=("a red circle", "a blue square", "a green triangle", "a yellow circle"),
 ):
-    model = clip.get_clip()
-    vae = vqvae.get_vqvae()
+    model = clip.CLIP.load()
+    vae = vqvae.VQVAE.load()
     prompts = list(prompts)
     runs = {
         "pixels, no augmentation": lambda p: clip_optimization.optimize(

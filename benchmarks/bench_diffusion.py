@@ -23,9 +23,8 @@ import torch
 
 from t2i import ch05_diffusion as cd
 from t2i.blocks.layers import count_parameters
-from t2i.ch01_dvae import autoencoder
 from t2i.core import runtime
-from t2i.world import shapes
+from t2i.world import classes, datasets, measures
 
 
 def step_flops(model, cfg, predict):
@@ -89,7 +88,7 @@ def peer_step_ms(cfg, peak):
         layers_per_block=cfg["model"]["blocks"],
         norm_num_groups=8,
         attention_head_dim=16,
-        num_class_embeds=cd.NULL + 1,
+        num_class_embeds=classes.NULL + 1,
     )
     predict = lambda m, xt, t, y: m(xt, t, class_labels=y).sample  # noqa: E731
     ms = median_step_ms(peer, cfg, predict)
@@ -130,7 +129,7 @@ def speed():
 
     model = cd.build_model(cfg).eval()
     diffusion = cd.diffusion_of(cfg)
-    labels = cd.balanced_labels(4)
+    labels = classes.balanced_labels(4)
     print(f"\nsampling {len(labels)} images (untrained weights: speed only)")
     print("| sampler | guidance | seconds | samples/s |")
     print("|---|---|---|---|")
@@ -165,18 +164,18 @@ VARIANTS = {
 def inversion_psnr(model, diffusion, res, steps=50):
     """PSNR of real renders inverted by DDIM and decoded back with the same steps (notebook 05's
     round trip: 68 test scenes, the seen classes among them, each under its own label)."""
-    real = shapes.load_dataset(68, res=res, seed=7, split="test", counts=(1,))
+    real = datasets.load_dataset(68, res=res, seed=7, split="test", counts=(1,))
     y = torch.from_numpy(real.scenes.color[:, 0] * 3 + real.scenes.shape[:, 0]).long()
-    keep = torch.tensor([int(v) in cd.SEEN for v in y])
+    keep = torch.tensor([int(v) in classes.SEEN for v in y])
     x, y = real.tensor()[keep], y[keep]
     fn = lambda xt, t: model(xt, t, y)  # noqa: E731
     back = diffusion.ddim_sample(fn, diffusion.ddim_invert(fn, x, steps), steps, eta=0.0)
-    return autoencoder.psnr(back, x)
+    return measures.psnr(back, x)
 
 
 def recipe(names, steps):
     os.environ["T2I_DATA"] = tempfile.mkdtemp(prefix="bench-diffusion-")
-    labels = cd.balanced_labels(8)
+    labels = classes.balanced_labels(8)
     print(
         f"each variant: {steps} steps of batch 64 (or the same images in other batches); judge on "
         f"{len(labels)} samples, DDIM 25 steps (eta 1 unless named), no guidance (scale 1) and "
@@ -200,9 +199,13 @@ def recipe(names, steps):
         dt = time.perf_counter() - t0
         model.eval()
         diffusion = cd.diffusion_of(cfg)
-        plain = cd.evaluate(cd.sample(model, diffusion, labels, "none", steps=25, eta=1.0), labels)
-        r = cd.evaluate(cd.sample(model, diffusion, labels, "cfg", 3.0, steps=25, eta=1.0), labels)
-        r0 = cd.evaluate(cd.sample(model, diffusion, labels, "cfg", 3.0, steps=25), labels)
+        plain = measures.label_table(
+            cd.sample(model, diffusion, labels, "none", steps=25, eta=1.0), labels
+        )
+        r = measures.label_table(
+            cd.sample(model, diffusion, labels, "cfg", 3.0, steps=25, eta=1.0), labels
+        )
+        r0 = measures.label_table(cd.sample(model, diffusion, labels, "cfg", 3.0, steps=25), labels)
         print(
             f"| {name} | {dt:.0f} | {1000 * dt / n_steps:.0f} | {plain['all']:.2f} "
             f"| {r['color']:.2f} | {r['shape']:.2f} | {r['all']:.2f} | {r0['all']:.2f} "

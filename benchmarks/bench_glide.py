@@ -19,13 +19,13 @@ import argparse
 import json
 
 from t2i import ch06_glide as glide
-from t2i.core import checkpoint, runtime
-from t2i.world import shapes
+from t2i.core import runtime
+from t2i.world import grammar, measures
 
 SETS = {  # name: (prompts, the column that holds its bar)
-    "one object, full": (shapes.eval_prompts(96, 11), "drawn"),
-    "two objects, full": (shapes.eval_prompts(192, 13, counts=(2,)), "objects"),
-    "two objects, short": (shapes.eval_prompts(192, 14, counts=(2,), partial=True), "objects"),
+    "one object, full": (grammar.eval_prompts(96, 11), "drawn"),
+    "two objects, full": (grammar.eval_prompts(192, 13, counts=(2,)), "objects"),
+    "two objects, short": (grammar.eval_prompts(192, 14, counts=(2,), partial=True), "objects"),
 }
 
 
@@ -36,14 +36,14 @@ def main(budgets: list[int], changes: dict, scale: float, sample_steps: int) -> 
     print("|---|---|" + "---|" * len(SETS))
     for steps in budgets:
         cfg = glide.base_config(**changes, steps=steps)
-        model, diffusion = glide.load_base(cfg)
-        seconds = checkpoint.training_seconds("glide_base", cfg)
+        model, diffusion = glide.GLIDE.load(cfg)
+        seconds = glide.GLIDE.seconds(cfg)
         cells = []
         for prompts, column in SETS.values():
             images = glide.sample(
                 model, diffusion, prompts, "cfg", scale, steps=sample_steps, seed=2
             )
-            rate = glide.evaluate(images, prompts)[column]
+            rate = measures.caption_table(images, prompts)[column]
             cells.append(f"{rate:.3f} {rate.interval()} (n={rate.n})")
         print(f"| {steps} | {seconds:.0f} | " + " | ".join(cells) + " |", flush=True)
 

@@ -18,6 +18,7 @@ import torch
 
 from t2i.blocks.layers import count_parameters
 from t2i.core import checkpoint, recipe, runtime
+from t2i.front import cli
 
 SHORT, LONG = 5, 25
 
@@ -42,7 +43,7 @@ def main(names: list[str]) -> None:
     checkpoint.load_or_train = lambda name, cfg, build, train, retrain=False: (
         build(cfg).to(runtime.device()).eval()
     )
-    trained = {n: r for n, r in recipe.recipes().items() if r.config is not None}
+    trained = {n: r for n, r in cli.recipes().items() if r.config is not None}
     dev = runtime.device()
     print(f"profile {runtime.profile()} | device {dev} | bf16 {runtime.bf16_supported(dev)}")
     print("| recipe | parameters | batch | ms/step | profile steps | minutes |")

@@ -77,7 +77,9 @@ def untrained_dalle(cfg: dict):
     """DALL-E of config cfg around an untrained tokenizer (timing needs no trained one)."""
     tokens = cfg["model"]["tokenizer"]
     model = {k: v for k, v in cfg["model"].items() if k != "tokenizer"}
-    return dalle.DALLE(vqvae.build(tokens).eval(), grid=tokens["data"]["res"] // 4, **model)
+    return dalle.DALLETransformer(
+        vqvae.build(tokens).eval(), grid=tokens["data"]["res"] // 4, **model
+    )
 
 
 def tokenizer_loss(module, cfg):
@@ -181,13 +183,13 @@ def bench_peer(rows, peak):
 
 def quality():
     data = autoencoder.held_out_renders()
-    for name, get in (("VQ-VAE", vqvae.get_vqvae), ("dVAE", dvae.get_dvae)):
-        m = autoencoder.evaluate(get(), data)
+    for name, r in (("VQ-VAE", vqvae.VQVAE), ("dVAE", dvae.DVAE)):
+        m = autoencoder.evaluate(r.load(), data)
         print(
             f"{name}: PSNR {m['psnr']:.2f} dB, codes used {m['used_frac']:.0%}, "
             f"perplexity {m['perplexity']:.0f}"
         )
-    for k, row in dalle.evaluate(dalle.get_dalle()).items():
+    for k, row in dalle.evaluate(dalle.DALLE.load()).items():
         print(f"DALL-E {k}: " + ", ".join(f"{f} {v:.2f}" for f, v in row.items() if f != "n"))
 
 

@@ -19,7 +19,7 @@ import torch
 from t2i import ch05_diffusion as ld
 from t2i.core import checkpoint, runtime, train
 from t2i.front import checks, cli, plot
-from t2i.world import judge, shapes
+from t2i.world import classes, datasets, judge, shapes
 from t2i.world.tokenizer import Tokenizer
 
 
@@ -239,7 +239,7 @@ def test_more_ddim_steps_than_T_warn_once_and_are_capped():
     said = [str(w.message) for w in caught if "sampling steps" in str(w.message)]
     assert said == ["150 sampling steps asked for, but the process has T = 100: capped at 100"]
     assert torch.equal(
-        capped, ld.sample(model, diffusion, [ld.label_of("red circle")], steps=100, seed=1)
+        capped, ld.sample(model, diffusion, [classes.label_of("red circle")], steps=100, seed=1)
     )
 
 
@@ -279,7 +279,7 @@ def test_samples_are_written_batch_by_batch_and_an_interrupt_keeps_them(tmp_path
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "another dataset"])
 def test_a_dataset_that_cannot_be_read_is_named_set_aside_and_made_again(damage):
-    ds = shapes.load_dataset(64, 16, seed=1)
+    ds = datasets.load_dataset(64, 16, seed=1)
     (path,) = (runtime.data_dir() / "datasets").glob("*.npz")
     if damage == "truncated":
         path.write_bytes(path.read_bytes()[:5000])
@@ -290,12 +290,12 @@ def test_a_dataset_that_cannot_be_read_is_named_set_aside_and_made_again(damage)
     damaged = path.read_bytes()
     named = rf"{re.escape(str(path))} could not be read .*: set aside as {path.stem}.misfit"
     with pytest.warns(UserWarning, match=named + ", generating it again"):
-        again = shapes.load_dataset(64, 16, seed=1)
+        again = datasets.load_dataset(64, 16, seed=1)
     assert np.array_equal(again.images, ds.images) and again.captions == ds.captions
     assert path.with_suffix(".misfit").read_bytes() == damaged
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the rebuilt file reads
-        assert shapes.load_dataset(64, 16, seed=1).captions == ds.captions
+        assert datasets.load_dataset(64, 16, seed=1).captions == ds.captions
 
 
 def test_every_cache_file_is_written_through_one_unique_temporary_file(monkeypatch):
@@ -310,7 +310,7 @@ def test_every_cache_file_is_written_through_one_unique_temporary_file(monkeypat
     monkeypatch.setattr(runtime, "atomic_path", recording)
     checkpoint.save(runtime.data_dir() / "checkpoints" / "x.pt", {"model": {}})
     checks.report("nb", {"a": 1.0}, {})
-    shapes.load_dataset(8, 16, seed=2)
+    datasets.load_dataset(8, 16, seed=2)
     assert [path.parent.name for path, _ in written] == ["checkpoints", "checks", "datasets"]
     for path, tmp in written:
         assert tmp.parent == path.parent and f".{os.getpid()}-" in tmp.name

@@ -43,7 +43,7 @@ def test_sample_diffusion_seed_seeds_the_sampling_not_the_model(loads, monkeypat
     monkeypatch.setattr(label_diffusion, "sample", recording_sample)
     out = tmp_path / "out"
     cli.main(["sample", "diffusion", "--seed", "3", "--n", "2", "--steps", "2", "--out", str(out)])
-    assert loads == [("label_diffusion", label_diffusion.model_config())]
+    assert loads == [("diffusion", label_diffusion.model_config())]
     assert loads[0][1]["seed"] == 0
     assert seeds == [3]
     assert len(list(out.glob("*.png"))) == 2
@@ -53,8 +53,8 @@ def test_sample_diffusion_with_classifier_guidance_loads_default_models(loads, t
     argv = ["sample", "diffusion", "--seed", "3", "--n", "1", "--steps", "2"]
     cli.main(argv + ["--guidance", "classifier", "--out", str(tmp_path / "out")])
     assert loads == [
-        ("label_diffusion", label_diffusion.model_config()),
-        ("noisy_classifier", label_diffusion.classifier_config()),
+        ("diffusion", label_diffusion.model_config()),
+        ("noisy-classifier", label_diffusion.classifier_config()),
     ]
 
 
@@ -67,7 +67,7 @@ def test_evaluate_diffusion_seed_keeps_the_default_model(loads, monkeypatch, cap
 
     monkeypatch.setattr(label_diffusion, "sample", blank_sample)
     cli.main(["evaluate", "diffusion", "--seed", "3", "--n-per-class", "1", "--json"])
-    assert loads == [("label_diffusion", label_diffusion.model_config())]
+    assert loads == [("diffusion", label_diffusion.model_config())]
     assert seeds == [3, 3]
 
 
@@ -102,7 +102,7 @@ def test_unclip_sample_and_vary_write_their_images(loads, tmp_path):
     cli.main(["sample", "unclip", "--n", "2", "--prompt", "a red circle", "--out", str(out)])
     pngs = sorted(out.glob("*.png"))
     assert len(pngs) == 2
-    assert {"unclip_decoder", "unclip_prior_diffusion"} <= {name for name, _ in loads}
+    assert {"decoder", "prior-diffusion"} <= {name for name, _ in loads}
     cli.main(["vary", "--image", str(pngs[0]), "--eta", "0.5", "--n", "3", "--out", str(varied)])
     assert len(list(varied.glob("*.png"))) == 3
 
@@ -116,7 +116,7 @@ def test_sample_pngs_are_those_drawn_in_one_call(loads, tmp_path):
     out = tmp_path / "out"
     argv = ["sample", "diffusion", "--n", "3", "--steps", "2", "--eta", "1", "--seed", "3"]
     cli.main(argv + ["--out", str(out)])
-    model, diffusion = label_diffusion.load()
+    model, diffusion = label_diffusion.DIFFUSION.load()
     x = label_diffusion.sample(
         model, diffusion, ["red circle"] * 3, "cfg", 3.0, "ddim", 2, 1.0, None, seed=3
     )
@@ -124,7 +124,7 @@ def test_sample_pngs_are_those_drawn_in_one_call(loads, tmp_path):
 
     out = tmp_path / "dalle"
     cli.main(["sample", "dalle", "--n", "2", "--prompt", "a red circle", "--out", str(out)])
-    x = dalle.generate(dalle.get_dalle(), ["a red circle"] * 2, seed=0)
+    x = dalle.generate(dalle.DALLE.load(), ["a red circle"] * 2, seed=0)
     assert _same_files(out.glob("*.png"), plot.save_pngs(x, str(tmp_path / "one_d"), "dalle"))
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from t2i import ch03_clip as clip
 from t2i.world import judge, shapes, typography
+from t2i.world.prompts import TOKENIZER
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +57,7 @@ def test_logit_scale_init_and_clamp():
 
 
 def test_eot_pooling_picks_the_eot_position():
-    tokens = clip.TOKENIZER(["a red circle", "there is a large blue square at the top"])
+    tokens = TOKENIZER(["a red circle", "there is a large blue square at the top"])
     x = torch.arange(tokens.shape[1], dtype=torch.float32)[None, :, None].expand(2, -1, 3)
     pooled = clip.eot_pool(x, tokens)
     assert pooled[:, 0].tolist() == [4.0, 10.0]  # BOS + 3 words -> EOS at 4; BOS + 9 -> 10
@@ -64,9 +65,9 @@ def test_eot_pooling_picks_the_eot_position():
 
 def test_text_after_eot_is_invisible():
     model = small_clip()
-    tokens = clip.TOKENIZER(["a red circle at the top", "a square"])
+    tokens = TOKENIZER(["a red circle at the top", "a square"])
     noisy = tokens.clone()
-    after = torch.arange(tokens.shape[1])[None] > clip.TOKENIZER.eot_index(tokens)[:, None]
+    after = torch.arange(tokens.shape[1])[None] > TOKENIZER.eot_index(tokens)[:, None]
     noisy[after] = 5  # any word, written where padding was
     with torch.no_grad():
         assert torch.allclose(model.encode_text(tokens), model.encode_text(noisy), atol=1e-5)
@@ -227,7 +228,7 @@ def test_the_reading_ablation_fine_tunes_the_course_clip_on_data_that_differs_on
     assert agree["model"]["base"] == clip.default_config()
     differ = {k for k in agree["data"] if agree["data"][k] != carry["data"][k]}
     assert differ == {"grey_text"} and agree["train"] == carry["train"]
-    base = clip.get_clip()  # trained at the smoke profile, cached in tmp_path
+    base = clip.CLIP.load()  # trained at the smoke profile, cached in tmp_path
     start = clip.build_reading(agree)
     for (name, p), q in zip(start.state_dict().items(), base.state_dict().values()):
         assert torch.equal(p.cpu(), q.cpu()), name

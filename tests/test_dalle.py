@@ -8,13 +8,18 @@ from t2i import ch02_dalle as dalle
 from t2i.blocks.layers import Block, KVCache
 from t2i.ch01_dvae import vqvae
 from t2i.core import checkpoint
-from t2i.world import shapes
+from t2i.world import datasets, grammar
 
 
 def tiny(layers="dense"):
     torch.manual_seed(0)
-    return dalle.DALLE(
-        vqvae.VQVAE(K=16, dim=8, width=8), d=32, n_layers=2, n_heads=2, text_len=12, layers=layers
+    return dalle.DALLETransformer(
+        vqvae.VQAutoencoder(K=16, dim=8, width=8),
+        d=32,
+        n_layers=2,
+        n_heads=2,
+        text_len=12,
+        layers=layers,
     ).eval()
 
 
@@ -134,8 +139,8 @@ def test_cached_sampling_gives_the_same_tokens():
 
 def test_dalle_trains_and_generates(tmp_path, monkeypatch):
     monkeypatch.setenv("T2I_DATA", str(tmp_path))
-    model = dalle.get_dalle()
-    hist = checkpoint.load(checkpoint.path_for("dalle", dalle.default_config()))["history"]
+    model = dalle.DALLE.load()
+    hist = checkpoint.load(dalle.DALLE.path())["history"]
     assert sum(hist[-3:]) < sum(hist[:3])
     images = dalle.generate(model, ["a red circle", "a red circle", "a blue square"], top_k=8)
     assert images.shape == (3, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
@@ -143,12 +148,12 @@ def test_dalle_trains_and_generates(tmp_path, monkeypatch):
 
 def test_partial_captions_shorten_only_one_and_two_object_scenes(tmp_path, monkeypatch):
     monkeypatch.setenv("T2I_DATA", str(tmp_path))
-    vae = vqvae.VQVAE(K=16, dim=8, width=8)  # grid 8: 32x32 renders
-    model = dalle.DALLE(vae, d=32, n_layers=1, n_heads=2, text_len=24, grid=8).eval()
+    vae = vqvae.VQAutoencoder(K=16, dim=8, width=8)  # grid 8: 32x32 renders
+    model = dalle.DALLETransformer(vae, d=32, n_layers=1, n_heads=2, text_len=24, grid=8).eval()
     full, image = dalle.tokenize_dataset(model, 60, seed=3, p_partial=0.0)
     part, image2 = dalle.tokenize_dataset(model, 60, seed=3, p_partial=1.0)
     assert torch.equal(image, image2)  # the same scenes, only the captions differ
-    counts = shapes.load_dataset(60, res=32, seed=3).scenes.count
+    counts = datasets.load_dataset(60, res=32, seed=3).scenes.count
     words = lambda ids: (ids < len(model.tok)).sum(1)  # noqa: E731 (real words, not pads)
     shorter = words(part) < words(full)
     assert not shorter[torch.from_numpy(counts == 3)].any()
@@ -157,7 +162,7 @@ def test_partial_captions_shorten_only_one_and_two_object_scenes(tmp_path, monke
 
 def test_the_seen_control_matches_the_held_out_counts_with_seen_pairs_only():
     sets = dalle.prompt_set(control=True)
-    facts = {k: [shapes.parse_caption(c) for c in v] for k, v in sets.items()}
+    facts = {k: [grammar.parse_caption(c) for c in v] for k, v in sets.items()}
     counts = {k: sorted(len(f.objects) for f in v) for k, v in facts.items()}
     assert counts["seen control"] == counts["held-out"] and set(counts["held-out"]) == {1, 2}
     pairs = {

@@ -16,9 +16,8 @@ from t2i.blocks.diffusion import (
 )
 from t2i.blocks.layers import ResBlock, timestep_embedding
 from t2i.blocks.unet import NoisyClassifier, UNet
-from t2i.ch01_dvae import autoencoder
 from t2i.front import cli
-from t2i.world import shapes
+from t2i.world import classes, datasets, measures, shapes
 
 
 @pytest.fixture(autouse=True)
@@ -316,11 +315,11 @@ def test_unet_shapes_conditions_and_context():
 
 
 def test_labels_are_color_times_shape_and_the_held_out_pair_is_never_trained():
-    assert len(cd.CLASSES) == 18 and cd.NULL == 18
-    assert cd.label_of("a purple triangle") in cd.HELD_OUT and len(cd.SEEN) == 17
-    assert cd.caption_of(cd.label_of("red circle")) == "a red circle"
+    assert len(classes.CLASSES) == 18 and classes.NULL == 18
+    assert classes.label_of("a purple triangle") in classes.HELD_OUT and len(classes.SEEN) == 17
+    assert classes.caption_of(classes.label_of("red circle")) == "a red circle"
     _, y = cd.dataset(cd.model_config()["data"])
-    assert set(y.tolist()) == set(cd.SEEN)
+    assert set(y.tolist()) == set(classes.SEEN)
 
 
 def test_training_lowers_the_loss_and_the_classifier_learns():
@@ -343,19 +342,18 @@ def test_training_lowers_the_loss_and_the_classifier_learns():
 
 
 def test_evaluate_on_real_renders_and_psnr():
-    from t2i.world import shapes
 
-    ds = shapes.make_dataset(200, res=16, seed=3, split="test", counts=(1,))
+    ds = datasets.make_dataset(200, res=16, seed=3, split="test", counts=(1,))
     labels = ds.scenes.color[:, 0] * 3 + ds.scenes.shape[:, 0]
-    r = cd.evaluate(ds.tensor(), labels.tolist())
+    r = measures.label_table(ds.tensor(), labels.tolist())
     assert r["color"] == 1.0 and r["shape"] == 1.0 and r["count"] == 1.0
     assert 0.15 < r["spread"] < 0.3
     assert r["size_entropy"] > 0.9  # renders mix small and large about 50/50
     large = ds.scenes.size[:, 0] == 1
-    one_size = cd.evaluate(ds.tensor()[large], labels[large].tolist())
+    one_size = measures.label_table(ds.tensor()[large], labels[large].tolist())
     assert one_size["size_entropy"] == 0.0 and one_size["color"] == 1.0
     x = torch.zeros(2, 3, 4, 4)  # the notebook's inversion PSNR is the tokenizers' function
-    assert autoencoder.psnr(x, x + 0.02) == pytest.approx(10 * math.log10(4 / 0.0004), rel=1e-4)
+    assert measures.psnr(x, x + 0.02) == pytest.approx(10 * math.log10(4 / 0.0004), rel=1e-4)
 
 
 def test_cli_train_sample_evaluate(tmp_path, capsys):
@@ -405,9 +403,9 @@ def test_cli_train_sample_evaluate(tmp_path, capsys):
 
 def test_labels_of_single_object_scenes_are_their_colour_shape_class():
     s = shapes.sample_scenes(50, seed=1, split="test", counts=(1,))
-    y = cd.labels_of(s)
+    y = classes.labels_of(s)
     # The class list is colour-major over the three shapes: index = colour * 3 + shape.
     assert y.tolist() == (s.color[:, 0] * 3 + s.shape[:, 0]).tolist()
     names = zip(s.color[:3, 0], s.shape[:3, 0])
     expected = [f"a {shapes.COLOR_NAMES[c]} {shapes.SHAPES[k]}" for c, k in names]
-    assert [cd.caption_of(int(v)) for v in y[:3]] == expected
+    assert [classes.caption_of(int(v)) for v in y[:3]] == expected

@@ -7,6 +7,7 @@ import torch
 
 from t2i.ch01_dvae import autoencoder, dvae, vqvae
 from t2i.core import checkpoint
+from t2i.world import measures
 
 
 def test_gumbel_softmax_shapes_and_hardness():
@@ -50,7 +51,7 @@ def test_logit_laplace():
 
 
 def test_vq_nearest_code_and_straight_through():
-    model = vqvae.VQVAE(K=3, dim=2, width=8)
+    model = vqvae.VQAutoencoder(K=3, dim=2, width=8)
     model.codebook.copy_(torch.tensor([[0.0, 0.0], [1.0, 1.0], [-2.0, 0.0]]))
     z_e = torch.tensor([[0.9, 0.8], [-1.5, 0.1]]).T.reshape(1, 2, 1, 2).requires_grad_()
     z_q, idx = model.quantize(z_e)
@@ -63,7 +64,7 @@ def test_vq_nearest_code_and_straight_through():
 
 def test_ema_update_and_dead_code_restart():
     torch.manual_seed(0)
-    model = vqvae.VQVAE(K=4, dim=2, width=8, decay=0.0, restart=0.5)
+    model = vqvae.VQAutoencoder(K=4, dim=2, width=8, decay=0.0, restart=0.5)
     model.codebook.copy_(torch.tensor([[0.0, 0.0], [5.0, 5.0], [9.0, 9.0], [-9.0, 9.0]]))
     z = torch.tensor([[0.2, 0.0], [-0.2, 0.0], [5.0, 4.0]]).T.reshape(1, 2, 1, 3)
     idx = model.nearest(z)
@@ -78,7 +79,7 @@ def test_ema_update_and_dead_code_restart():
 
 def test_measures():
     x = torch.zeros(1, 3, 4, 4)
-    assert abs(autoencoder.psnr(x, x + 0.2) - 10 * math.log10(4 / 0.04)) < 1e-6
+    assert abs(measures.psnr(x, x + 0.2) - 10 * math.log10(4 / 0.04)) < 1e-6
     u = autoencoder.code_usage(torch.tensor([0, 0, 1, 1]), K=4)
     assert u["used"] == 2 and u["used_frac"] == 0.5 and abs(u["perplexity"] - 2) < 1e-6
     assert autoencoder.compression(32, 8, 512)["ratio"] == 32 * 32 * 24 / (64 * 9)
@@ -86,13 +87,13 @@ def test_measures():
 
 def test_tokenizers_train_and_loss_falls(tmp_path, monkeypatch):
     monkeypatch.setenv("T2I_DATA", str(tmp_path))
-    for module, get in ((vqvae, vqvae.get_vqvae), (dvae, dvae.get_dvae)):
-        model = get()
+    for module, r in ((vqvae, vqvae.VQVAE), (dvae, dvae.DVAE)):
+        model = r.load()
         x = autoencoder.held_out_renders(4).tensor()
         assert model.tokens(x).shape == (4, 8, 8)
         assert model.decode_tokens(model.tokens(x)).shape == (4, 3, 32, 32)
         cfg = module.default_config()
-        hist = checkpoint.load(checkpoint.path_for(type(model).__name__.lower(), cfg))["history"]
+        hist = checkpoint.load(r.path(cfg))["history"]
         assert sum(hist[-5:]) < sum(hist[:5])
         assert model.usage_log.max() > 1  # codes used per batch were logged
 
@@ -106,7 +107,7 @@ def test_sigmoid_mu_is_the_median_of_the_logit_laplace_not_its_mean():
     assert abs(x.mean().item() - torch.sigmoid(torch.tensor(mu)).item()) > 0.03
     import inspect
 
-    source = inspect.getsource(dvae.DVAE.decode)
+    source = inspect.getsource(dvae.DiscreteVAE.decode)
     assert "median" in source and "mean of the logit-Laplace" not in source
 
 

@@ -6,8 +6,11 @@ import torch
 
 from t2i import ch05_diffusion as label_diffusion
 from t2i import ch06_glide as glide
+from t2i.blocks.diffusion import diffusion_of
+from t2i.ch06_glide import recipes as glide_recipes
 from t2i.core import recipe
 from t2i.world import shapes
+from t2i.world.prompts import EMPTY, TOKENIZER, captioned_scenes
 from t2i.world.tokenizer import Tokenizer
 
 CFG = glide.base_config(
@@ -31,9 +34,9 @@ def test_every_attention_layer_reads_the_caption():
             layer.register_forward_hook(lambda mod, inp, out, n=name: outputs.__setitem__(n, out))
     x, t = torch.randn(2, 3, 8, 8), torch.tensor([10, 90])
     with torch.no_grad():
-        m(x, t, tokens=glide.TOKENIZER(["a red circle"] * 2))
+        m(x, t, tokens=TOKENIZER(["a red circle"] * 2))
         first = dict(outputs)
-        m(x, t, tokens=glide.TOKENIZER(["a blue circle"] * 2))
+        m(x, t, tokens=TOKENIZER(["a blue circle"] * 2))
     assert len(first) >= 3  # two resolutions and the middle
     for name, out in first.items():
         assert not torch.allclose(out, outputs[name]), f"{name} ignores the caption"
@@ -41,10 +44,10 @@ def test_every_attention_layer_reads_the_caption():
 
 def test_padding_positions_have_their_own_embedding():
     m = tiny()
-    tok = glide.TOKENIZER(["a red circle", "a small blue square at the top"])
+    tok = TOKENIZER(["a red circle", "a small blue square at the top"])
     with torch.no_grad():
         pooled, seq = m.text(tok)
-        m.text.tok.weight[glide.TOKENIZER.pad_id] += 10.0  # the pad token's embedding is unused
+        m.text.tok.weight[TOKENIZER.pad_id] += 10.0  # the pad token's embedding is unused
         pooled2, seq2 = m.text(tok)
         m.text.padding += 1.0  # the padding embedding is used
         pooled3, _ = m.text(tok)
@@ -54,8 +57,8 @@ def test_padding_positions_have_their_own_embedding():
 
 def test_captions_are_emptied_at_the_configured_rate():
     cfg = dict(CFG, n_train=500, batch=4000, p_empty=0.2)
-    _, tok = glide._batches(cfg, "cpu", [8])(0, torch.Generator().manual_seed(0))
-    empty = (tok == glide.TOKENIZER(glide.EMPTY)).all(1).float().mean().item()
+    _, tok = glide_recipes._batches(cfg, "cpu", [8])(0, torch.Generator().manual_seed(0))
+    empty = (tok == TOKENIZER(EMPTY)).all(1).float().mean().item()
     assert empty == pytest.approx(0.2, abs=0.03)
 
 
@@ -64,11 +67,11 @@ def test_cfg_at_scale_one_is_the_conditional_prediction():
     x, t = torch.randn(2, 3, 8, 8), torch.tensor([50, 20])
     prompts = ["a red circle", "a green square above a blue triangle"]
     with torch.no_grad():
-        cond = m(x, t, tokens=glide.TOKENIZER(prompts))
+        cond = m(x, t, tokens=TOKENIZER(prompts))
         fn, cond_fn = glide.guided_model(m, prompts, "cfg", 1.0)
         assert cond_fn is None
         assert torch.allclose(fn(x, t), cond, atol=1e-5)
-        u = m(x, t, tokens=glide.TOKENIZER(["", ""]))
+        u = m(x, t, tokens=TOKENIZER(["", ""]))
         assert torch.allclose(
             glide.guided_model(m, prompts, "cfg", 3.0)[0](x, t), u + 3 * (cond - u), atol=1e-4
         )
@@ -93,7 +96,7 @@ def test_upsampler_stacks_the_bilinear_low_res_image_after_x_t():
 @pytest.mark.parametrize("cls", [glide.Inpainter, glide.Text2Im])
 def test_inpainting_keeps_the_known_pixels_exactly(cls):
     m = tiny(cls)
-    d = glide.diffusion_of(dict(CFG, T=50))
+    d = diffusion_of(dict(CFG, T=50))
     image = torch.rand(3, 3, 8, 8) * 2 - 1
     mask = glide.random_masks(3, 8, torch.Generator().manual_seed(1))
     assert 0 < mask.mean() < 1
@@ -126,8 +129,8 @@ def test_square_masks_erase_the_square_around_each_centre():
 def test_inpainter_batches_give_an_object_of_each_scene_with_its_own_caption():
     cfg = recipe.sections(CFG, n_train=64, batch=16, p_empty=0.0)
     d = cfg["data"]
-    s, _ = glide.captioned_scenes(64, cfg["seed"], d["p_partial"], d["counts"], d["count_probs"])
-    x, tok, centres, own = glide._batches(cfg, torch.device("cpu"), [8], objects=True)(
+    s, _ = captioned_scenes(64, cfg["seed"], d["p_partial"], d["counts"], d["count_probs"])
+    x, tok, centres, own = glide_recipes._batches(cfg, torch.device("cpu"), [8], objects=True)(
         0, torch.Generator().manual_seed(0)
     )
     assert centres.shape == (16, 2) and x.shape == (16, 3, 8, 8) and own.shape == tok.shape
@@ -136,7 +139,7 @@ def test_inpainter_batches_give_an_object_of_each_scene_with_its_own_caption():
         for i in range(64)
         for j in range(s.count[i])
     }
-    for (cx, cy), words in zip(centres.tolist(), [glide.TOKENIZER.decode(t) for t in own]):
+    for (cx, cy), words in zip(centres.tolist(), [TOKENIZER.decode(t) for t in own]):
         i, j = where[(round(cx, 4), round(cy, 4))]  # the centre is one of the scene's objects
         colour, shape = shapes.COLOR_NAMES[s.color[i, j]], shapes.SHAPES[s.shape[i, j]]
         assert f"{colour} {shape}" in words and " and " not in words  # its caption, alone

@@ -6,7 +6,7 @@ import torch
 
 from t2i.core import stats
 from t2i.front import cli, plot
-from t2i.world import judge, junk, shapes
+from t2i.world import classes, datasets, grammar, judge, junk, shapes
 
 
 @pytest.mark.parametrize("res", [16, 32, 64])
@@ -158,10 +158,10 @@ def test_blur_keeps_mean_and_smooths():
 
 
 def _parse_before_issue_15(text):
-    """`shapes.parse_caption` as it was before issue 15 (whitespace split, unknown words
+    """`grammar.parse_caption` as it was before issue 15 (whitespace split, unknown words
     ignored): the reference the tokenizer-rules parser must match on every course caption."""
     words = text.lower().replace(",", " , ").split()
-    facts = shapes.CaptionFacts()
+    facts = grammar.CaptionFacts()
     i = 0
     while i < len(words):
         w = words[i]
@@ -180,11 +180,11 @@ def _parse_before_issue_15(text):
             facts.objects.append(obj)
         i += 1
     rest = " ".join(words)
-    for name, phrases in shapes._RELATION_PHRASES.items():
+    for name, phrases in grammar._RELATION_PHRASES.items():
         if any(f" {p} " in f" {rest} " for p in phrases):
             facts.relation = name
     if len(facts.objects) == 1:
-        facts.objects[0]["position"] = shapes._find_position(rest)
+        facts.objects[0]["position"] = grammar._find_position(rest)
         if facts.objects[0]["position"] is None:
             del facts.objects[0]["position"]
     return facts
@@ -194,19 +194,18 @@ def _course_captions() -> list[str]:
     """Every kind of caption the course writes: the grammar's (every split and count), partial
     ones, GLIDE's and DALL-E's prompt sets, the label model's, and the junk kinds'."""
     from t2i import ch02_dalle as dalle
-    from t2i import ch05_diffusion as ld
 
     caps = []
     for split in ("train", "test", "heldout"):
-        caps += shapes.caption(shapes.sample_scenes(2000, seed=21, split=split), seed=21)
+        caps += grammar.caption(shapes.sample_scenes(2000, seed=21, split=split), seed=21)
     s = shapes.sample_scenes(600, seed=22, counts=(1, 2))
     rng = np.random.default_rng(22)
     keeps = [(a, b, c) for a in (False, True) for b in (False, True) for c in (False, True)]
-    caps += [shapes.partial_caption(s, i, keeps[i % 8], rng) for i in range(len(s))]
+    caps += [grammar.partial_caption(s, i, keeps[i % 8], rng) for i in range(len(s))]
     for counts, partial in [((1,), False), ((1,), True), ((2,), True), ((1, 2, 3), False)]:
-        caps += shapes.eval_prompts(300, seed=23, counts=counts, partial=partial)
+        caps += grammar.eval_prompts(300, seed=23, counts=counts, partial=partial)
     caps += [c for group in dalle.prompt_set().values() for c in group]
-    caps += [ld.caption_of(v) for v in range(ld.NULL)]
+    caps += [classes.caption_of(v) for v in range(classes.NULL)]
     caps += [c for kind in junk.KINDS for c in junk.make(kind, 40, 16, seed=24)[1]]
     return caps
 
@@ -215,12 +214,12 @@ def test_tokenizer_rules_parse_every_course_caption_as_before():
     captions = _course_captions()
     assert len(captions) > 8000
     for text in captions:
-        assert shapes.parse_caption(text) == _parse_before_issue_15(text), text
+        assert grammar.parse_caption(text) == _parse_before_issue_15(text), text
 
 
 def test_scores_of_rendered_scenes_are_unchanged():
     s = shapes.sample_scenes(300, seed=25, split="test")
-    captions = shapes.caption(s, seed=25)
+    captions = grammar.caption(s, seed=25)
     x = shapes.render_tensor(s, 32)
     x[::3] += 0.3 * torch.randn(x[::3].shape, generator=torch.Generator().manual_seed(0))
     reading = judge.read(x)
@@ -241,7 +240,7 @@ def test_fact_rate_counts_facts_not_images():
     # Two clean renders, each caption stating 6 facts (colour, shape, size, position, count,
     # clean). With the second caption's colour wrong, 11 of the 12 facts hold, and 1 of the 2
     # images has all of its facts right.
-    data = shapes.make_dataset(2, res=32, seed=3, counts=(1,))
+    data = datasets.make_dataset(2, res=32, seed=3, counts=(1,))
     x = data.tensor()
     assert judge.fact_rate(x, data.captions) == 1.0
     second = data.captions[1]
@@ -254,7 +253,7 @@ def test_fact_rate_counts_facts_not_images():
 
 def test_marks_tick_the_images_whose_caption_holds():
     s = shapes.sample_scenes(6, seed=3, counts=(1,))
-    images, captions = shapes.render_tensor(s, 32), shapes.caption(s, seed=3)
+    images, captions = shapes.render_tensor(s, 32), grammar.caption(s, seed=3)
     swapped = captions[1:] + captions[:1]  # each image with another scene's caption
     assert judge.marks(images, captions) == [True] * 6
     marks = judge.marks(images, swapped)

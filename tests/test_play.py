@@ -8,7 +8,7 @@ import torch
 from t2i import ch03_clip as clip
 from t2i.ch01_dvae import vqvae
 from t2i.front import play
-from t2i.world import shapes
+from t2i.world import datasets
 
 matplotlib.use("Agg")
 
@@ -18,7 +18,7 @@ def controls(panel) -> dict:
 
 
 def test_browse_draws_the_matching_scenes_and_says_when_none_match(capsys):
-    data = shapes.make_dataset(200, res=16, seed=0)
+    data = datasets.make_dataset(200, res=16, seed=0)
     phrase = data.captions[0].split(" of ")[-1].split(" at ")[0]  # e.g. "a small red circle"
     panel = play.panel_browse(data, n=200, example=dict(phrase=phrase))
     out = capsys.readouterr().out
@@ -32,8 +32,8 @@ def test_browse_draws_the_matching_scenes_and_says_when_none_match(capsys):
 
 def test_token_edit_changes_one_cell_of_the_grid(capsys):
     torch.manual_seed(0)
-    vq = vqvae.VQVAE(K=16, dim=4, width=8).eval()
-    images = shapes.make_dataset(4, res=32, seed=1).tensor()
+    vq = vqvae.VQAutoencoder(K=16, dim=4, width=8).eval()
+    images = datasets.make_dataset(4, res=32, seed=1).tensor()
     panel = play.panel_token_edit({"VQ-VAE": vq}, images, example=dict(row=1, col=2, code=5))
     c = controls(panel)
     assert c["row"].max == vq.tokens(images[:1]).shape[-1] - 1 and c["code"].max == 15
@@ -42,7 +42,7 @@ def test_token_edit_changes_one_cell_of_the_grid(capsys):
 
 def test_a_word_outside_the_vocabulary_is_printed_not_raised(capsys):
     model = clip.build(clip.default_config()).eval()
-    gallery = shapes.make_dataset(12, res=model.res, seed=2)
+    gallery = datasets.make_dataset(12, res=model.res, seed=2)
     emb = clip.embed_images(model, gallery.images)
     panel = play.panel_search(model, gallery, emb, k=4, example=dict(caption="a red circle"))
     capsys.readouterr()

@@ -12,8 +12,9 @@ from t2i import ch02_dalle as dalle
 from t2i import ch03_clip as clip
 from t2i import ch05_diffusion as label_diffusion
 from t2i.ch01_dvae import dvae, vqvae
-from t2i.core import checkpoint, recipe, runtime
-from t2i.world import shapes
+from t2i.core import checkpoint, runtime
+from t2i.front import cli
+from t2i.world import classes, shapes
 
 ONE_STEP = dict(steps=1, warmup=1, batch=2, n_train=2)  # one optimizer step on 2 renders
 
@@ -88,7 +89,7 @@ def test_dalle_gpu_profile_one_step(monkeypatch):
     assert cfg["model"]["tokenizer"]["data"]["res"] == 64
     # An untrained tokenizer of the gpu profile, instead of training one for 20,000 steps.
     monkeypatch.setattr(
-        vqvae, "get_vqvae", lambda retrain=False, cfg=None: vqvae.build(cfg).requires_grad_(False)
+        vqvae.VQVAE, "load", lambda cfg=None, retrain=False: vqvae.build(cfg).requires_grad_(False)
     )
     model = dalle.build(cfg).to(runtime.device())
     assert model.grid == 16
@@ -123,7 +124,7 @@ def test_class_diffusion_gpu_profile_one_step():
     assert res == 32  # the gpu profile's diffusion model works at 32x32
     model = label_diffusion.build_model(cfg).to(runtime.device())
     x, t = renders(res), torch.tensor([0, T - 1], device=runtime.device())
-    y = torch.tensor([0, label_diffusion.NULL], device=runtime.device())
+    y = torch.tensor([0, classes.NULL], device=runtime.device())
     with torch.no_grad():
         out = model(x, t, y)
     assert out.shape == (2, 3, res, res) and out.dtype == torch.float32
@@ -139,7 +140,7 @@ def test_noisy_classifier_gpu_profile_one_step():
     x, t = renders(cfg["data"]["res"]), torch.tensor([0, T - 1], device=runtime.device())
     with torch.no_grad():
         logits = model(x, t)
-    assert logits.shape == (2, label_diffusion.NULL) and logits.dtype == torch.float32
+    assert logits.shape == (2, classes.NULL) and logits.dtype == torch.float32
     before = trainable(model)
     hist = label_diffusion.train_classifier(model, cfg, live_plot=False)
     check_one_step(model, hist, before, everywhere=False)
@@ -158,7 +159,7 @@ def one_step(cfg: dict) -> dict:
     return out
 
 
-TRAINED = [name for name, r in recipe.recipes().items() if r.config is not None]
+TRAINED = [name for name, r in cli.recipes().items() if r.config is not None]
 
 
 @pytest.mark.parametrize("name", TRAINED)
@@ -170,7 +171,7 @@ def test_every_recipe_takes_one_step_at_the_gpu_profile(name, monkeypatch):
         return build(one_step(cfg)).to(runtime.device()).eval()
 
     monkeypatch.setattr(checkpoint, "load_or_train", untrained)
-    r = recipe.recipes()[name]
+    r = cli.recipes()[name]
     cfg = one_step(r.config())
     model = r.build(cfg).to(runtime.device())
     before = trainable(model)

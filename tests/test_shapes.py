@@ -1,19 +1,19 @@
 import numpy as np
 import pytest
 
-from t2i.world import shapes
+from t2i.world import datasets, grammar, shapes
 
 
 def test_same_seed_same_data_other_seed_other_data():
-    a = shapes.make_dataset(200, 32, seed=3)
-    b = shapes.make_dataset(200, 32, seed=3)
-    c = shapes.make_dataset(200, 32, seed=4)
+    a = datasets.make_dataset(200, 32, seed=3)
+    b = datasets.make_dataset(200, 32, seed=3)
+    c = datasets.make_dataset(200, 32, seed=4)
     assert np.array_equal(a.images, b.images) and a.captions == b.captions
     assert not np.array_equal(a.images, c.images)
 
 
 def test_images_shape_dtype_and_background():
-    ds = shapes.make_dataset(50, 64, seed=0)
+    ds = datasets.make_dataset(50, 64, seed=0)
     assert ds.images.shape == (50, 64, 64, 3) and ds.images.dtype == np.uint8
     assert tuple(ds.images[0, 0, 0]) == shapes.BACKGROUND  # corners are never covered
     x = ds.tensor()
@@ -57,9 +57,9 @@ def test_held_out_split_always_contains_one_and_covers_both_kinds():
 
 def test_caption_states_the_scene():
     s = shapes.sample_scenes(1000, seed=5)
-    caps = shapes.caption(s, seed=5)
+    caps = grammar.caption(s, seed=5)
     for i, text in enumerate(caps):
-        facts = shapes.parse_caption(text)
+        facts = grammar.parse_caption(text)
         truth = s.objects(i)
         assert len(facts.objects) == len(truth), text
         for said, true in zip(facts.objects, truth):
@@ -73,9 +73,9 @@ def test_alone_captions_one_object_of_each_scene_and_renders_it_alone():
     s = shapes.sample_scenes(200, seed=6, counts=(1, 2))
     one = shapes.alone(s, 1)
     assert (one.count == 1).all() and (one.relation == -1).all()
-    for i, text in enumerate(shapes.caption(one, seed=6)):
+    for i, text in enumerate(grammar.caption(one, seed=6)):
         j = min(1, s.count[i] - 1)  # object 1, or object 0 where there is no second
-        (said,) = shapes.parse_caption(text).objects
+        (said,) = grammar.parse_caption(text).objects
         assert said == {k: v for k, v in s.objects(i)[j].items() if k in said}, text
         assert set(said) == {"color", "shape", "size", "position"}
     # Rendered alone, a two-object scene's object 1 is its image minus object 0's pixels.
@@ -118,23 +118,23 @@ def test_objects_stay_inside_and_never_overlap():
 
 
 def test_position_phrases_parse():
-    assert shapes.parse_caption("a small red circle at the top left").objects[0]["position"] == (
+    assert grammar.parse_caption("a small red circle at the top left").objects[0]["position"] == (
         "top left"
     )
-    assert shapes.parse_caption("a blue square in the middle").objects[0]["position"] == "center"
-    assert shapes.parse_caption("a blue square at the top").objects[0]["position"] == "top"
+    assert grammar.parse_caption("a blue square in the middle").objects[0]["position"] == "center"
+    assert grammar.parse_caption("a blue square at the top").objects[0]["position"] == "top"
     with pytest.raises(ValueError, match="no object"):
-        shapes.parse_caption("a picture at the top")
+        grammar.parse_caption("a picture at the top")
     with pytest.raises(ValueError, match=r"unknown word\(s\) \['all', 'nothing'\]"):
-        shapes.parse_caption("nothing at all")
+        grammar.parse_caption("nothing at all")
 
 
 def test_load_dataset_caches(tmp_path, monkeypatch):
     monkeypatch.setenv("T2I_DATA", str(tmp_path))
-    a = shapes.load_dataset(64, 16, seed=1)
+    a = datasets.load_dataset(64, 16, seed=1)
     files = list((tmp_path / "datasets").glob("*.npz"))
     assert len(files) == 1
-    b = shapes.load_dataset(64, 16, seed=1)
+    b = datasets.load_dataset(64, 16, seed=1)
     assert np.array_equal(a.images, b.images) and a.captions == b.captions
     assert np.array_equal(a.scenes.cx, b.scenes.cx, equal_nan=True)
 

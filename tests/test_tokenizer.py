@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from t2i.world import shapes
+from t2i.world import grammar, shapes
 from t2i.world.tokenizer import VOCAB, Tokenizer
 
 
@@ -19,7 +19,7 @@ def test_round_trip_and_layout():
 
 def test_every_generated_caption_fits_and_round_trips():
     tok = Tokenizer()
-    caps = shapes.caption(shapes.sample_scenes(3000, seed=0), seed=0)
+    caps = grammar.caption(shapes.sample_scenes(3000, seed=0), seed=0)
     ids = tok(caps)
     assert [tok.decode(row) for row in ids] == caps
 

@@ -10,6 +10,8 @@ import torch.nn as nn
 from t2i import ch06_glide as glide
 from t2i import ch07_unclip as unclip
 from t2i.blocks.diffusion import GaussianDiffusion
+from t2i.blocks.layers import KVCache
+from t2i.world.prompts import TOKENIZER
 
 PRIOR = unclip.prior_config(d=32, layers=2, heads=4, embed=16)
 
@@ -65,13 +67,13 @@ def test_quantizer_codes_and_bucket_medians():
 def test_ar_prior_cached_sampling_matches_the_full_forward():
     torch.manual_seed(3)
     m = unclip.ARPrior(**PRIOR["model"], components=5, buckets=8, dot_buckets=4).eval()
-    tok = unclip.TOKENIZER(["a red circle", "a small blue square at the top"])
+    tok = TOKENIZER(["a red circle", "a small blue square at the top"])
     z = torch.randn(2, 16)
     dot = torch.tensor([1, 3])
     codes = torch.randint(0, 8, (2, 5))
     with torch.no_grad():
         full = m(tok, z, dot, codes)
-        cache = [unclip.KVCache() for _ in m.blocks]
+        cache = [KVCache() for _ in m.blocks]
         step = [m.run(m.prefix(tok, z, dot), cache)[:, -1]]
         for j in range(4):
             h = (m.code(codes[:, j]) + m.code_pos[j])[:, None]
@@ -83,7 +85,7 @@ def test_ar_prior_cached_sampling_matches_the_full_forward():
 def test_diffusion_prior_is_causal_and_reads_its_noised_input():
     torch.manual_seed(4)
     m = unclip.build_diffusion_prior(PRIOR).eval()
-    tok = unclip.TOKENIZER(["a red circle", "a blue square"])
+    tok = TOKENIZER(["a red circle", "a blue square"])
     zt, t = torch.randn(2, 16), torch.tensor([5, 500])
     x1, x2 = torch.randn(2, 16), torch.randn(2, 16)
     with torch.no_grad():
@@ -144,13 +146,13 @@ def test_the_decoder_starts_as_glide_and_reads_the_embedding_only_after_training
     with torch.no_grad():  # as if trained: no zero-initialized output layer left
         for p in base.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    monkeypatch.setattr(glide, "load_base", lambda cfg: (base, None))
+    monkeypatch.setattr(glide.GLIDE, "load", lambda cfg: (base, None))
     decoder = unclip.build_decoder(unclip.decoder_config(**arch, embed=16, init=base_cfg))
     state = decoder.state_dict()
     for name, value in base.state_dict().items():
         assert torch.equal(state[name], value), name
     x, t = torch.randn(2, 3, 8, 8), torch.tensor([10, 300])
-    tok = unclip.TOKENIZER(["a red circle", "a blue square"])
+    tok = TOKENIZER(["a red circle", "a blue square"])
     z1, z2 = torch.randn(2, 16), torch.randn(2, 16)
     with torch.no_grad():
         assert torch.equal(decoder(x, t, tok, z1), decoder(x, t, tok, z2))

@@ -27,11 +27,12 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 from t2i.blocks.layers import Block, KVCache, count_parameters
 from t2i.ch01_dvae import vqvae
-from t2i.core import checkpoint, recipe, runtime, train
-from t2i.world import shapes, tokenizer
+from t2i.core import recipe, runtime, train
+from t2i.world import datasets, grammar, shapes, tokenizer
 
 TEXT_WEIGHT, IMAGE_WEIGHT = 1 / 8, 7 / 8
 PATTERNS = ("dense", "row", "column", "conv")
@@ -94,7 +95,7 @@ def attention_mask(text_len: int, grid: int, pattern: str = "dense", kernel: int
 # --- the model ------------------------------------------------------------------------------
 
 
-class DALLE(nn.Module):
+class DALLETransformer(nn.Module):
     """Transformer over [text, image] tokens; `vae` is the frozen image tokenizer."""
 
     def __init__(self, vae, d=128, n_layers=4, n_heads=4, text_len=20, layers="dense", grid=8):
@@ -155,7 +156,7 @@ class DALLE(nn.Module):
         """(text loss + 7 image loss) / 8 (the paper's weighting). Returns (loss, logs)."""
         logits = self(text, image[:, :-1])
         targets = torch.cat([text[:, 1:], image + self.text_vocab], 1)
-        ce = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        ce = F.cross_entropy(rearrange(logits, "b t v -> b v t"), targets, reduction="none")
         text_loss, image_loss = ce[:, : self.text_len - 1].mean(), ce[:, self.text_len - 1 :].mean()
         loss = TEXT_WEIGHT * text_loss + IMAGE_WEIGHT * image_loss
         return loss, {"text": text_loss.item(), "image": image_loss.item()}
@@ -197,7 +198,7 @@ def sample_tokens(model, text, temperature=1.0, top_k=None, seed=0, prime=None, 
         probs = F.softmax(top_k_filter(logits, top_k) / temperature, -1)
         nxt = torch.multinomial(probs.cpu(), 1, generator=gen).to(dev)
         image = torch.cat([image, nxt], 1)
-    return image.view(-1, model.grid, model.grid)
+    return rearrange(image, "b (h w) -> b h w", h=model.grid)
 
 
 @torch.no_grad()
@@ -245,15 +246,15 @@ def prompt_set(
     double = shapes.sample_scenes(n_double, seed=seed + 1, split="test", counts=(2,))
     held = shapes.sample_scenes(n_heldout, seed=seed + 2, split="heldout", counts=(1, 2))
     out = {
-        "single object": shapes.caption(single, seed),
-        "two objects": shapes.caption(double, seed + 1),
-        "held-out": shapes.caption(held, seed + 2),
+        "single object": grammar.caption(single, seed),
+        "two objects": grammar.caption(double, seed + 1),
+        "held-out": grammar.caption(held, seed + 2),
     }
     if control:
         out["seen control"] = [
             caption
             for k in (1, 2)
-            for caption in shapes.caption(
+            for caption in grammar.caption(
                 shapes.sample_scenes(int((held.count == k).sum()), seed + 2 + k, "test", (k,)),
                 seed + 2 + k,
             )
@@ -277,29 +278,30 @@ def evaluate(model, temperatures=(1.0, 0.5), top_k=None, seed=0, prompts=None):
 # --- training -------------------------------------------------------------------------------
 
 
-def build(cfg: dict) -> DALLE:
+def build(cfg: dict) -> DALLETransformer:
     model = dict(cfg["model"])
     tokens = model.pop("tokenizer")
     grid = tokens["data"]["res"] // 4  # the tokenizer downsamples by 4 per side
-    return DALLE(vqvae.get_vqvae(cfg=tokens), grid=grid, **model)
+    return DALLETransformer(vqvae.VQVAE.load(cfg=tokens), grid=grid, **model)
 
 
 @torch.no_grad()
-def tokenize_dataset(model: DALLE, n: int, seed: int = 0, p_partial: float = 0.0, batch=1000):
+def tokenize_dataset(
+    model: DALLETransformer, n: int, seed: int = 0, p_partial: float = 0.0, batch=1000
+):
     """(text ids, image token grids flattened) of n training scenes, with the frozen tokenizer.
     With probability p_partial a one- or two-object scene's caption is partial: each of size,
-    colour and place kept with probability 1/2 (`shapes.partial_caption`)."""
-    data = shapes.load_dataset(n, res=4 * model.grid, seed=seed)
-    captions = shapes.shorten(data.scenes, data.captions, p_partial, seed + 1)
+    colour and place kept with probability 1/2 (`grammar.partial_caption`)."""
+    data = datasets.load_dataset(n, res=4 * model.grid, seed=seed)
+    captions = grammar.shorten(data.scenes, data.captions, p_partial, seed + 1)
     dev = next(model.parameters()).device
     x = data.tensor()
-    image = torch.cat(
-        [model.vae.tokens(x[i : i + batch].to(dev)).flatten(1).cpu() for i in range(0, n, batch)]
-    )
+    grids = [model.vae.tokens(x[i : i + batch].to(dev)).cpu() for i in range(0, n, batch)]
+    image = rearrange(torch.cat(grids), "b h w -> b (h w)")
     return model.text_tokens(captions), image
 
 
-def train_model(model: DALLE, cfg: dict, path, live_plot: bool = True):
+def train_model(model: DALLETransformer, cfg: dict, path, live_plot: bool = True):
     model.vae.eval()
     data = cfg["data"]
     text, image = tokenize_dataset(model, data["n_train"], cfg["seed"], data["p_partial"])
@@ -321,38 +323,35 @@ def train_model(model: DALLE, cfg: dict, path, live_plot: bool = True):
     )
 
 
-def get_dalle(cfg: dict | None = None, retrain: bool = False) -> DALLE:
-    """The trained DALL-E of the active profile (its tokenizer inside), cached or trained now."""
-    cfg = cfg or default_config()
-    model = checkpoint.load_or_train("dalle", cfg, build, train_model, retrain=retrain)
-    model.vae.eval()
-    return model
-
-
 # --- the recipe --------------------------------------------------------------------------------
 
 
 def _sampler(prompt: str, temperature: float = 1.0, top_k: int | None = None):
-    model = get_dalle()
+    model = DALLE.load()
     return lambda n, seed: generate(model, [prompt] * n, temperature, top_k, seed)
 
 
-RECIPES = {
-    "dalle": recipe.Recipe(
-        config=default_config,
-        build=build,
-        train=train_model,
-        load=get_dalle,
-        describe=lambda model: f"DALL-E: {count_parameters(model):,} trainable parameters",
-        sampler=_sampler,
-        evaluate=lambda seed, top_k=None: evaluate(get_dalle(), seed=seed, top_k=top_k),
-        options={
-            "sample": {
-                "--prompt": dict(required=True),
-                "--temperature": dict(type=float, default=1.0),
-                "--top-k": dict(type=int, default=None),
-            },
-            "evaluate": {"--top-k": dict(type=int, default=None)},
+def _ready(model: DALLETransformer, cfg: dict) -> DALLETransformer:
+    model.vae.eval()  # its tokenizer stays frozen, in eval mode
+    return model
+
+
+DALLE = recipe.Recipe(
+    "dalle",
+    config=default_config,
+    build=build,
+    train=train_model,
+    ready=_ready,
+    describe=lambda model: f"DALL-E: {count_parameters(model):,} trainable parameters",
+    sampler=_sampler,
+    evaluate=lambda seed, top_k=None: evaluate(DALLE.load(), seed=seed, top_k=top_k),
+    options={
+        "sample": {
+            "--prompt": dict(required=True),
+            "--temperature": dict(type=float, default=1.0),
+            "--top-k": dict(type=int, default=None),
         },
-    )
-}
+        "evaluate": {"--top-k": dict(type=int, default=None)},
+    },
+)
+RECIPES = (DALLE,)

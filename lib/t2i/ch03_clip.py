@@ -30,12 +30,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from t2i.blocks.layers import Block, count_parameters
-from t2i.core import checkpoint, recipe, runtime, train
+from t2i.core import recipe, runtime, train
 from t2i.core.stats import Rate
-from t2i.world import judge, shapes, typography
-from t2i.world.tokenizer import Tokenizer
-
-TOKENIZER = Tokenizer()
+from t2i.world import datasets, grammar, judge, shapes, typography
+from t2i.world.prompts import TOKENIZER
 
 # --- the two towers ---------------------------------------------------------------------------
 
@@ -91,7 +89,7 @@ def eot_pool(x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 LOG_MAX_SCALE = math.log(100.0)  # the temperature's bound: logits scaled by at most 100
 
 
-class CLIP(nn.Module):
+class CLIPModel(nn.Module):
     """An image tower and a text tower into one embedding space, and the learned temperature."""
 
     def __init__(self, res: int, width: int, d: int, layers: int, heads: int, embed: int):
@@ -164,14 +162,14 @@ def make_pairs(n: int, seed: int, cfg: dict):
     rng = np.random.default_rng(seed)
     s = shapes.sample_scenes(n, seed=seed, split="train")
     images = shapes.render(s, cfg["res"])
-    captions = shapes.caption(s, seed=seed)
+    captions = grammar.caption(s, seed=seed)
     one = s.count == 1
     # What each one-object caption claims (size, colour, shape, cell); _ANY where unsaid.
     claim = np.full((n, 4), _ANY)
     claim[one] = np.stack([s.size[one, 0], s.color[one, 0], s.shape[one, 0], s.cell[one, 0]], 1)
     for i in np.flatnonzero(one & (rng.random(n) < cfg["partial"])):
         keep = rng.random(3) < 0.5
-        captions[i] = shapes.partial_caption(s, i, keep, rng)
+        captions[i] = grammar.partial_caption(s, i, keep, rng)
         claim[i, [0, 1, 3]] = np.where(keep, claim[i, [0, 1, 3]], _ANY)
     text = np.flatnonzero(one & (rng.random(n) < cfg["text_images"]))
     grey = np.random.default_rng([seed, 1]).random(len(text)) < cfg["grey_text"]
@@ -242,11 +240,11 @@ def default_config(**overrides) -> dict:
     return recipe.sections(cfg, **overrides)
 
 
-def build(cfg: dict) -> CLIP:
-    return CLIP(cfg["data"]["res"], **cfg["model"])
+def build(cfg: dict) -> CLIPModel:
+    return CLIPModel(cfg["data"]["res"], **cfg["model"])
 
 
-def train_clip(model: CLIP, cfg: dict, path=None, live_plot: bool = True) -> train.History:
+def train_clip(model: CLIPModel, cfg: dict, path=None, live_plot: bool = True) -> train.History:
     """Fit CLIP with the course's trainer on freshly drawn pairs every step."""
     dev = next(model.parameters()).device
 
@@ -266,18 +264,12 @@ def train_clip(model: CLIP, cfg: dict, path=None, live_plot: bool = True) -> tra
         loss_fn,
         batch_fn,
         no_decay=train.gains_and_biases,  # as CLIP and open_clip: no decay on gains, biases, t
-        after_step=CLIP.clamp_scale_,
+        after_step=CLIPModel.clamp_scale_,
         path=path,
         cfg=cfg,
         desc="CLIP",
         live_plot=live_plot,
     )
-
-
-def get_clip(cfg: dict | None = None, retrain: bool = False) -> CLIP:
-    """The course's CLIP for the active profile, from the cache or trained now."""
-    cfg = cfg or default_config()
-    return checkpoint.load_or_train("clip", cfg, build, train_clip, retrain=retrain)
 
 
 def reading_config(grey_text: float, **overrides) -> dict:
@@ -296,18 +288,16 @@ def reading_config(grey_text: float, **overrides) -> dict:
     return recipe.sections(cfg, **overrides)
 
 
-def build_reading(cfg: dict) -> CLIP:
+def build_reading(cfg: dict) -> CLIPModel:
     """A CLIP that starts as the course's CLIP (cfg["model"]["base"])."""
     model = build(cfg["model"]["base"])
-    model.load_state_dict(get_clip(cfg["model"]["base"]).state_dict())
+    model.load_state_dict(CLIP.load(cfg["model"]["base"]).state_dict())
     return model
 
 
-def get_reading_clip(grey_text: float) -> CLIP:
+def get_reading_clip(grey_text: float) -> CLIPModel:
     """The course's CLIP fine-tuned by `reading_config(grey_text)`, from the cache or now."""
-    return checkpoint.load_or_train(
-        "clip-reading", reading_config(grey_text), build_reading, train_clip
-    )
+    return CLIP_READING.load(reading_config(grey_text))
 
 
 # --- zero-shot classification -------------------------------------------------------------
@@ -335,7 +325,7 @@ TEMPLATES = {
 
 
 @torch.no_grad()
-def class_embeddings(model: CLIP, classes: list[str], templates: list[str]) -> torch.Tensor:
+def class_embeddings(model: CLIPModel, classes: list[str], templates: list[str]) -> torch.Tensor:
     """(n_classes, embed): each class's template embeddings averaged, then renormalised."""
     texts = [t.format(c) for c in classes for t in templates]
     emb = model.encode_text(texts).view(len(classes), len(templates), -1)
@@ -343,7 +333,7 @@ def class_embeddings(model: CLIP, classes: list[str], templates: list[str]) -> t
 
 
 @torch.no_grad()
-def embed_images(model: CLIP, images, batch: int = 512) -> torch.Tensor:
+def embed_images(model: CLIPModel, images, batch: int = 512) -> torch.Tensor:
     """Unit embeddings of images ((n, 3, H, W) in [-1, 1], or uint8 (n, H, W, 3))."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -354,7 +344,7 @@ def embed_images(model: CLIP, images, batch: int = 512) -> torch.Tensor:
 
 
 @torch.no_grad()
-def search(model: CLIP, image_emb: torch.Tensor, text: str, k: int = 8):
+def search(model: CLIPModel, image_emb: torch.Tensor, text: str, k: int = 8):
     """Text-to-image retrieval: (indices, cosines) of the k images, of those embedded in
     image_emb (see `embed_images`), nearest to the text."""
     best = (image_emb @ model.encode_text([text])[0]).topk(k)
@@ -362,7 +352,7 @@ def search(model: CLIP, image_emb: torch.Tensor, text: str, k: int = 8):
 
 
 @torch.no_grad()
-def zero_shot(model: CLIP, images, attribute: str, templates: list[str] | None = None):
+def zero_shot(model: CLIPModel, images, attribute: str, templates: list[str] | None = None):
     """Predicted class index per image for an attribute, from text prompts alone (by default
     the attribute's whole template ensemble)."""
     classes = class_embeddings(model, CLASSES[attribute], templates or TEMPLATES[attribute])
@@ -378,7 +368,7 @@ def single_object_test(n: int, seed: int = 1234, res: int | None = None):
 
 
 def zero_shot_table(
-    model: CLIP, n: int = 600, seed: int = 1234, blur: float = 0.0
+    model: CLIPModel, n: int = 600, seed: int = 1234, blur: float = 0.0
 ) -> dict[str, dict[str, Rate]]:
     """Zero-shot accuracy per attribute on one-object renders, blurred by a Gaussian of `blur`
     pixels where it is set (a harder test): one template vs the ensemble."""
@@ -398,9 +388,9 @@ def zero_shot_table(
 
 
 @torch.no_grad()
-def retrieval(model: CLIP, n: int = 1000, seed: int = 4321) -> dict[str, float]:
+def retrieval(model: CLIPModel, n: int = 1000, seed: int = 4321) -> dict[str, float]:
     """Recall@1 and @5 among n held-out test pairs, text->image and image->text."""
-    ds = shapes.make_dataset(n, res=model.res, seed=seed, split="test")
+    ds = datasets.make_dataset(n, res=model.res, seed=seed, split="test")
     sim = embed_images(model, ds.images) @ _embed_texts(model, ds.captions).T  # (images, texts)
     out = {}
     for name, s in [("text->image", sim.T), ("image->text", sim)]:
@@ -411,7 +401,7 @@ def retrieval(model: CLIP, n: int = 1000, seed: int = 4321) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _embed_texts(model: CLIP, texts: list[str], batch: int = 512) -> torch.Tensor:
+def _embed_texts(model: CLIPModel, texts: list[str], batch: int = 512) -> torch.Tensor:
     return torch.cat([model.encode_text(texts[k : k + batch]) for k in range(0, len(texts), batch)])
 
 
@@ -421,7 +411,7 @@ def _noun(s, i, j, color=None):
 
 
 @torch.no_grad()
-def binding_test(model: CLIP, n: int = 400, seed: int = 99) -> dict[str, float]:
+def binding_test(model: CLIPModel, n: int = 400, seed: int = 99) -> dict[str, float]:
     """Attribute binding: for two-object test scenes, how often CLIP scores the true caption
     above the one with the two colours swapped ("a red square above a blue circle" vs "a blue
     square above a red circle"), per relation word ("and" = no relation stated)."""
@@ -446,7 +436,9 @@ def binding_test(model: CLIP, n: int = 400, seed: int = 99) -> dict[str, float]:
 
 
 @torch.no_grad()
-def typographic_attack(model: CLIP, n: int = 300, seed: int = 7) -> dict[str, dict[str, float]]:
+def typographic_attack(
+    model: CLIPModel, n: int = 300, seed: int = 7
+) -> dict[str, dict[str, float]]:
     """Zero-shot colour on one-object renders, clean and with another colour's name written in.
 
     Two kinds of class prompts: the sentence templates, and the bare colour name ("red"), the
@@ -487,12 +479,12 @@ def typographic_ablation(n: int = 300, seed: int = 7) -> dict[str, dict[str, Rat
 
 
 @torch.no_grad()
-def clip_scores(model: CLIP, images, captions: list[str]) -> torch.Tensor:
+def clip_scores(model: CLIPModel, images, captions: list[str]) -> torch.Tensor:
     """Cosine similarity between each image and its caption (n,)."""
     return (embed_images(model, images) * _embed_texts(model, captions)).sum(1).cpu()
 
 
-def rerank(model: CLIP, images: torch.Tensor, prompts: list[str], n_keep: int = 1):
+def rerank(model: CLIPModel, images: torch.Tensor, prompts: list[str], n_keep: int = 1):
     """Images (P * N, ...) holding N samples for each of P prompts (prompt-major): the n_keep
     best per prompt by CLIP score, as DALL-E reranked 512 samples with CLIP (P * n_keep, ...)."""
     n = len(images) // len(prompts)
@@ -520,7 +512,7 @@ def best_of_n(scores: torch.Tensor, correct: torch.Tensor, ns=(1, 4, 16, 64)) ->
 def _evaluation(seed: int) -> dict:
     """Zero-shot accuracy per attribute, retrieval and the binding test, as rows (seed 0: the
     notebook's test sets)."""
-    model = get_clip()
+    model = CLIP.load()
     rows = zero_shot_table(model, seed=1234 + seed)
     return rows | {
         "retrieval": retrieval(model, seed=4321 + seed),
@@ -528,13 +520,13 @@ def _evaluation(seed: int) -> dict:
     }
 
 
-RECIPES = {
-    "clip": recipe.Recipe(
-        config=default_config,
-        build=build,
-        train=train_clip,
-        load=get_clip,
-        describe=lambda m: f"CLIP: {count_parameters(m):,} parameters, scale {m.scale():.1f}",
-        evaluate=_evaluation,
-    )
-}
+CLIP = recipe.Recipe(
+    "clip",
+    config=default_config,
+    build=build,
+    train=train_clip,
+    describe=lambda m: f"CLIP: {count_parameters(m):,} parameters, scale {m.scale():.1f}",
+    evaluate=_evaluation,
+)
+CLIP_READING = recipe.Recipe("clip-reading", reading_config, build_reading, train_clip)
+RECIPES = (CLIP,)

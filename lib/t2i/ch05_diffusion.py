@@ -12,66 +12,19 @@ it to 32x32 in notebook 06); the judge reads 16x16 exactly.
 
 from __future__ import annotations
 
-import operator
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from t2i.blocks.diffusion import classifier_free, classifier_grad, diffusion_of
+from t2i.blocks.diffusion import classifier_free, classifier_grad, diffusion_of, with_process
 from t2i.blocks.unet import NoisyClassifier, UNet
-from t2i.core import checkpoint, recipe, runtime
+from t2i.core import recipe, runtime
 from t2i.core.train import fit_config
-from t2i.world import judge, shapes
-from t2i.world.tokenizer import words
+from t2i.world import datasets, shapes
+from t2i.world.classes import CLASSES, NULL, balanced_labels, label_index, label_of
+from t2i.world.measures import label_table
 
-CLASSES = [(c, s) for c in shapes.COLOR_NAMES for s in shapes.SHAPES]
-NULL = len(CLASSES)
-HELD_OUT = [CLASSES.index(p) for p in shapes.HELD_OUT_PAIRS]
-SEEN = [i for i in range(len(CLASSES)) if i not in HELD_OUT]
 GUIDANCE = ("none", "cfg", "classifier")
 SAMPLERS = ("ddim", "ddpm")
-
-
-def label_of(text: str) -> int:
-    """'red circle' (or 'a red circle', any case) -> class index. Any other text (two colours,
-    no shape, a size the class cannot hold) raises a ValueError that names it."""
-    ws = words(text)
-    ws = ws[1:] if ws[:1] == ["a"] else ws
-    if len(ws) != 2 or ws[0] not in shapes.COLORS or ws[1] not in shapes.SHAPES:
-        raise ValueError(
-            f"label {text!r} is not one colour and one shape like 'red circle' (colours: "
-            f"{', '.join(shapes.COLOR_NAMES)}; shapes: {', '.join(shapes.SHAPES)})"
-        )
-    return CLASSES.index((ws[0], ws[1]))
-
-
-def label_index(label) -> int:
-    """A class index from a 'red circle' string or an integer 0 to NULL (NULL: no label)."""
-    if isinstance(label, str):
-        return label_of(label)
-    try:
-        index = operator.index(label)
-    except TypeError:
-        raise ValueError(f"label {label!r} is not an integer 0 to {NULL} nor a string") from None
-    if not 0 <= index <= NULL:
-        raise ValueError(f"label {index} is outside 0 to {NULL} ({NULL} is the null label)")
-    return index
-
-
-def labels_of(scenes: shapes.Scenes) -> torch.Tensor:
-    """The class index of each scene's first object (single-object scenes: their class)."""
-    return torch.tensor(
-        [
-            CLASSES.index((shapes.COLOR_NAMES[c], shapes.SHAPES[s]))
-            for c, s in zip(scenes.color[:, 0], scenes.shape[:, 0])
-        ]
-    )
-
-
-def caption_of(label: int) -> str:
-    color, shape = CLASSES[label]
-    return f"a {color} {shape}"
 
 
 def model_config(**overrides) -> dict:
@@ -131,7 +84,7 @@ def classifier_config(**overrides) -> dict:
 
 def dataset(cfg: dict):
     """Single-object training scenes of a config's data section: images in [-1, 1], labels."""
-    ds = shapes.load_dataset(cfg["n_train"], res=cfg["res"], split="train", counts=(1,))
+    ds = datasets.load_dataset(cfg["n_train"], res=cfg["res"], split="train", counts=(1,))
     labels = torch.from_numpy(ds.scenes.color[:, 0] * len(shapes.SHAPES) + ds.scenes.shape[:, 0])
     return ds.tensor(), labels.long()
 
@@ -184,13 +137,6 @@ def train_model(model, cfg, path=None, amp=False, **fit_kwargs):
     )
 
 
-def load(cfg: dict | None = None, retrain: bool = False):
-    """(model, diffusion): from the cache, or trained now."""
-    cfg = cfg or model_config()
-    model = checkpoint.load_or_train("label_diffusion", cfg, build_model, train_model, retrain)
-    return model, diffusion_of(cfg)
-
-
 def build_classifier(cfg: dict) -> NoisyClassifier:
     m = cfg["model"]
     return NoisyClassifier(NULL, res=cfg["data"]["res"], ch=m["ch"], mults=tuple(m["mults"]))
@@ -215,13 +161,6 @@ def train_classifier(model, cfg, path=None, amp=False, **fit_kwargs):
         desc="noisy classifier",
         amp=amp,
         **fit_kwargs,
-    )
-
-
-def load_classifier(cfg: dict | None = None, retrain: bool = False) -> NoisyClassifier:
-    cfg = cfg or classifier_config()
-    return checkpoint.load_or_train(
-        "noisy_classifier", cfg, build_classifier, train_classifier, retrain
     )
 
 
@@ -281,41 +220,7 @@ def renders(labels, res: int, seed: int = 0) -> torch.Tensor:
     return shapes.render_tensor(s, res)
 
 
-def balanced_labels(n_per_class: int) -> list[int]:
-    """Every seen class n_per_class times (the held-out class left out)."""
-    return [c for c in SEEN for _ in range(n_per_class)]
-
-
 # --- measuring ------------------------------------------------------------------------------
-
-
-def evaluate(images, labels) -> dict:
-    """The judge on captions 'a <colour> <shape>' (colour, shape, count and 'all'), and two
-    diversity numbers among the samples of one class, averaged over classes: `size_entropy`,
-    the entropy in bits of the judge's small/large reading (1 for the renders' 50/50 mix, 0 when
-    every sample has the same size), and `spread`, the standard deviation of the object's centre
-    as a fraction of the image side (renders, uniform over the 3x3 grid: about 0.2); and
-    `off_palette`, the mean `judge.off_palette` (noise left on the samples)."""
-    labels = [label_index(v) for v in labels]
-    table = judge.score(images, [caption_of(v) for v in labels])
-    reading = judge.read(images)
-    sizes, spreads = [], []
-    for c in sorted(set(labels)):
-        color = shapes.COLOR_NAMES.index(CLASSES[c][0])
-        found = [i for i, v in enumerate(labels) if v == c and reading.present[i, color]]
-        if len(found) >= 2:
-            p = float(np.mean(reading.size[found, color] == shapes.SIZES.index("large")))
-            sizes.append(_binary_entropy(p))
-            pts = np.stack([reading.cx[found, color], reading.cy[found, color]], axis=1)
-            spreads.append(float(np.sqrt(pts.var(axis=0).mean())))
-    table["size_entropy"] = float(np.mean(sizes)) if sizes else 0.0
-    table["spread"] = float(np.mean(spreads)) if spreads else 0.0
-    table["off_palette"] = float(judge.off_palette(images).mean())
-    return table
-
-
-def _binary_entropy(p: float) -> float:
-    return 0.0 if p in (0.0, 1.0) else float(-p * np.log2(p) - (1 - p) * np.log2(1 - p))
 
 
 def guidance_sweep(model, diffusion, labels, guidance: str, scales, classifier=None, seed=4):
@@ -324,7 +229,7 @@ def guidance_sweep(model, diffusion, labels, guidance: str, scales, classifier=N
     rows = {}
     for s in scales:
         x = sample(model, diffusion, labels, guidance, s, "ddim", 25, 1.0, classifier, seed=seed)
-        rows[s] = evaluate(x, labels)
+        rows[s] = label_table(x, labels)
     return rows
 
 
@@ -333,8 +238,10 @@ def guidance_sweep(model, diffusion, labels, guidance: str, scales, classifier=N
 
 def _sampler(label="red circle", guidance="cfg", scale=3.0, sampler="ddim", steps=25, eta=0.0):
     label = label_of(label)  # a bad label is named before any model is loaded or trained
-    model, diffusion = load()  # the course's model: a seed seeds the sampling, never the model
-    classifier = load_classifier() if guidance == "classifier" else None
+    model, diffusion = (
+        DIFFUSION.load()
+    )  # the course's model: a seed seeds the sampling, never the model
+    classifier = NOISY_CLASSIFIER.load() if guidance == "classifier" else None
     return lambda n, seed: sample(
         model, diffusion, [label] * n, guidance, scale, sampler, steps, eta, classifier, seed=seed
     )
@@ -342,40 +249,40 @@ def _sampler(label="red circle", guidance="cfg", scale=3.0, sampler="ddim", step
 
 def _evaluation(seed: int, n_per_class: int = 8, scale: float = 3.0) -> dict:
     """The judge and diversity of the conditional model alone and with CFG at `scale`."""
-    model, diffusion = load()
+    model, diffusion = DIFFUSION.load()
     labels = balanced_labels(n_per_class)
     rows = {}
     for name, guidance, w in [("conditional", "none", 1.0), ("cfg", "cfg", scale)]:
         x = sample(model, diffusion, labels, guidance, w, steps=25, seed=seed)
-        rows[name] = evaluate(x, labels)
+        rows[name] = label_table(x, labels)
     return rows
 
 
-RECIPES = {
-    "diffusion": recipe.Recipe(
-        config=model_config,
-        build=build_model,
-        train=train_model,
-        load=load,
-        sampler=_sampler,
-        evaluate=_evaluation,
-        options={
-            "sample": {
-                "--label": dict(default="red circle", help='e.g. "red circle"'),
-                "--guidance": dict(default="cfg", choices=GUIDANCE),
-                "--scale": dict(type=float, default=3.0),
-                "--sampler": dict(default="ddim", choices=SAMPLERS),
-                "--steps": dict(type=int, default=25),
-                "--eta": dict(type=float, default=0.0),
-            },
-            "evaluate": {
-                "--n-per-class": dict(type=int, default=8),
-                "--scale": dict(type=float, default=3.0),
-            },
+DIFFUSION = recipe.Recipe(
+    "diffusion",
+    config=model_config,
+    build=build_model,
+    train=train_model,
+    ready=with_process,
+    sampler=_sampler,
+    evaluate=_evaluation,
+    options={
+        "sample": {
+            "--label": dict(default="red circle", help='e.g. "red circle"'),
+            "--guidance": dict(default="cfg", choices=GUIDANCE),
+            "--scale": dict(type=float, default=3.0),
+            "--sampler": dict(default="ddim", choices=SAMPLERS),
+            "--steps": dict(type=int, default=25),
+            "--eta": dict(type=float, default=0.0),
         },
-        prefix=lambda label="red circle", **_: label.replace(" ", "_"),
-    ),
-    "noisy-classifier": recipe.Recipe(
-        classifier_config, build_classifier, train_classifier, load_classifier
-    ),
-}
+        "evaluate": {
+            "--n-per-class": dict(type=int, default=8),
+            "--scale": dict(type=float, default=3.0),
+        },
+    },
+    prefix=lambda label="red circle", **_: label.replace(" ", "_"),
+)
+NOISY_CLASSIFIER = recipe.Recipe(
+    "noisy-classifier", classifier_config, build_classifier, train_classifier
+)
+RECIPES = (DIFFUSION, NOISY_CLASSIFIER)

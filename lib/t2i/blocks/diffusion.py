@@ -326,3 +326,8 @@ def diffusion_of(cfg: dict) -> GaussianDiffusion:
     """The diffusion process a recipe's config trains its model for: its "diffusion" section
     (`t2i.core.recipe`)."""
     return GaussianDiffusion(**cfg["diffusion"])
+
+
+def with_process(model, cfg: dict):
+    """(model, the diffusion process of its config): what a diffusion recipe's `load` gives."""
+    return model, diffusion_of(cfg)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 
 class Attention(nn.Module):
@@ -37,27 +38,26 @@ class Attention(nn.Module):
         self.proj = nn.Linear(d, d)
 
     def forward(self, x, context=None, mask=None, causal=False, cache=None):
-        B, T, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=2)
+        T, H = x.shape[1], self.n_heads
+        q, k, v = rearrange(self.qkv(x), "b t (qkv h d) -> qkv b t h d", qkv=3, h=H)
         if cache is not None:
             k, v = cache.update(k, v)
         if context is not None:
-            kc, vc = self.kv_context(context).split(d, dim=2)
+            kc, vc = rearrange(self.kv_context(context), "b s (kv h d) -> kv b s h d", kv=2, h=H)
             k, v = torch.cat([kc, k], 1), torch.cat([vc, v], 1)
-        heads = lambda t: t.view(B, t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)
-        q, k, v = heads(q), heads(k), heads(v)
         if causal:
-            mask = causal_mask(T, k.shape[2] - T, x.device) if mask is None else mask
+            mask = causal_mask(T, k.shape[1] - T, x.device) if mask is None else mask
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # b t h d -> b h t d, as SDPA reads them
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.proj(y.transpose(1, 2).reshape(B, T, d))
+        return self.proj(rearrange(y, "b h t d -> b t (h d)"))
 
 
 class KVCache:
-    """Keys and values (B, P, d) of the P tokens one attention layer has seen, for autoregressive
-    sampling (as in GPT-2's `past`): a new token's query reads them, so writing a token costs O(P)
-    instead of rerunning the whole prefix, O(P^2). One per layer; `len` is P."""
+    """Keys and values (B, P, heads, d_head) of the P tokens one attention layer has seen, for
+    autoregressive sampling (as in GPT-2's `past`): a new token's query reads them, so writing a
+    token costs O(P) instead of rerunning the whole prefix, O(P^2). One per layer; `len` is P."""
 
     def __init__(self):
         self.k = self.v = None
@@ -66,7 +66,7 @@ class KVCache:
         return 0 if self.k is None else self.k.shape[1]
 
     def update(self, k, v):
-        """Append the new tokens' (B, T, d) keys and values; return all (B, P + T, d) of them."""
+        """Append the new tokens' (B, T, heads, d_head) keys and values; return all P + T."""
         if self.k is not None:
             k, v = torch.cat([self.k, k], 1), torch.cat([self.v, v], 1)
         self.k, self.v = k, v

@@ -25,6 +25,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 from t2i.blocks.layers import Attention, ResBlock, timestep_embedding
 
@@ -40,14 +41,14 @@ class SpatialAttention(nn.Module):
         self.pos = nn.Linear(4 * FOURIER_BANDS, c) if coords else None
 
     def forward(self, x, context=None):
-        B, C, H, W = x.shape
         h = self.norm(x)
         if self.pos is not None:
-            h = h + self.pos(fourier_features(coordinate_channels(x))).permute(0, 3, 1, 2)
-        h = h.flatten(2).transpose(1, 2)  # (B, HW, C)
+            pos = self.pos(fourier_features(coordinate_channels(x)))
+            h = h + rearrange(pos, "b h w c -> b c h w")
+        h = rearrange(h, "b c h w -> b (h w) c")
         ctx = self.ctx(context) if self.ctx is not None and context is not None else None
         h = self.attn(h, context=ctx)
-        return x + h.transpose(1, 2).reshape(B, C, H, W)
+        return x + rearrange(h, "b (h w) c -> b c h w", h=x.shape[2])
 
 
 class Stage(nn.Module):
@@ -205,8 +206,8 @@ def fourier_features(coords: torch.Tensor) -> torch.Tensor:
     """(B, H, W, 4 * FOURIER_BANDS): sin and cos of pi * 2^k * coordinate, k < FOURIER_BANDS,
     for both coordinates of (B, 2, H, W) (the positional encoding of NeRF, Mildenhall et al.)."""
     freqs = math.pi * 2.0 ** torch.arange(FOURIER_BANDS, device=coords.device, dtype=coords.dtype)
-    angles = coords.permute(0, 2, 3, 1)[..., None] * freqs  # (B, H, W, 2, bands)
-    return torch.cat([angles.sin(), angles.cos()], -1).flatten(-2)
+    angles = rearrange(coords, "b xy h w -> b h w xy 1") * freqs
+    return rearrange(torch.cat([angles.sin(), angles.cos()], -1), "b h w xy f -> b h w (xy f)")
 
 
 def coordinate_channels(x: torch.Tensor) -> torch.Tensor:

@@ -10,13 +10,15 @@ helpers measure a tokenizer: PSNR, codebook usage and perplexity, bits per image
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from t2i.core import runtime
-from t2i.world import shapes
+from t2i.core.recipe import Recipe
+from t2i.world import datasets
+from t2i.world.measures import psnr
 
 
 class ResidualUnit(nn.Module):
@@ -78,7 +80,7 @@ def image_batches(cfg: dict):
     """A batch_fn for `t2i.core.train.fit`: random batches (as (x, step)) of the training renders a
     tokenizer's config names (n_train and res of its data section, batch of its train section)."""
     data, batch_size = cfg["data"], cfg["train"]["batch"]
-    x = shapes.load_dataset(data["n_train"], res=data["res"], seed=cfg["seed"]).tensor()
+    x = datasets.load_dataset(data["n_train"], res=data["res"], seed=cfg["seed"]).tensor()
 
     def batch_fn(step, gen):
         idx = torch.randint(0, len(x), (batch_size,), generator=gen)
@@ -87,19 +89,13 @@ def image_batches(cfg: dict):
     return batch_fn
 
 
-def held_out_renders(n: int = 1000, seed: int = 777) -> shapes.ShapesDataset:
+def held_out_renders(n: int = 1000, seed: int = 777) -> datasets.ShapesDataset:
     """Fresh renders never seen in training (the test split, another seed), at the profile's
     image size."""
-    return shapes.make_dataset(n, res=runtime.image_size(), seed=seed, split="test")
+    return datasets.make_dataset(n, res=runtime.image_size(), seed=seed, split="test")
 
 
 # --- measures -------------------------------------------------------------------------------
-
-
-def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of images in [-1, 1] (peak-to-peak 2): 10 log10(4/MSE)."""
-    mse = F.mse_loss(x.float().clamp(-1, 1), y.float().clamp(-1, 1)).item()
-    return 10 * math.log10(4.0 / max(mse, 1e-10))
 
 
 def edge_strength(x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +136,7 @@ def compression(res: int, grid: int, K: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def evaluate(model, data: shapes.ShapesDataset, batch: int = 500) -> dict[str, float]:
+def evaluate(model, data: datasets.ShapesDataset, batch: int = 500) -> dict[str, float]:
     """PSNR of a tokenizer's hard-token reconstructions and its codebook usage on `data`."""
     x = data.tensor()
     dev = next(model.parameters()).device
@@ -195,17 +191,17 @@ def evaluation(model, seed: int) -> dict:
     return {"held-out renders": row | {f"judge {k}": v for k, v in facts.items()}}
 
 
-def recipe(name: str, config, build, train, load):
-    """A tokenizer's recipe (`core.recipe`): `sample` writes reconstructions of held-out renders,
-    `evaluate` gives their PSNR, codebook use and the judge's facts."""
-    from t2i.core.recipe import Recipe
+def frozen(model, cfg: dict):
+    """A trained tokenizer as later chapters use it: no gradients to its weights."""
+    return model.requires_grad_(False)
 
-    return Recipe(
-        config=config,
-        build=build,
-        train=train,
-        load=load,
-        describe=lambda model: summary(model, name),
-        sampler=lambda: reconstructions(load()),
-        evaluate=lambda seed: evaluation(load(), seed),
+
+def recipe(name: str, title: str, config, build, train) -> Recipe:
+    """A tokenizer's recipe (`core.recipe`), loaded frozen: `sample` writes reconstructions of
+    held-out renders, `evaluate` gives their PSNR, codebook use and the judge's facts."""
+    r = Recipe(name, config, build, train, ready=frozen, describe=lambda m: summary(m, title))
+    return replace(
+        r,
+        sampler=lambda: reconstructions(r.load()),
+        evaluate=lambda seed: evaluation(r.load(), seed),
     )

@@ -23,9 +23,10 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 from t2i.ch01_dvae import autoencoder
-from t2i.core import checkpoint, recipe, runtime, train
+from t2i.core import recipe, runtime, train
 
 EPS = 0.1  # the logit-Laplace squeeze of DALL-E
 
@@ -107,7 +108,7 @@ def logit_laplace_nll(x01, mu, log_b, eps: float = EPS):
 # --- the model ------------------------------------------------------------------------------
 
 
-class DVAE(nn.Module):
+class DiscreteVAE(nn.Module):
     """Encoder -> K logits per cell -> (relaxed) one-hot -> codebook mixture -> decoder."""
 
     def __init__(self, K=128, dim=32, width=64, recon="mse", steps=1):
@@ -145,7 +146,8 @@ class DVAE(nn.Module):
 
     def decode_tokens(self, idx):
         """Token grids (B, h, w) -> images."""
-        return self.decode(self.embed(idx.to(self.codebook.device)).permute(0, 3, 1, 2))
+        e = self.embed(idx.to(self.codebook.device))
+        return self.decode(rearrange(e, "b h w d -> b d h w"))
 
     def forward(self, x, tau: float | None = None):
         """Reconstruction: with soft Gumbel-softmax codes at temperature tau, or hard tokens."""
@@ -172,11 +174,11 @@ class DVAE(nn.Module):
         return rec + beta * kl, logs
 
 
-def build(cfg: dict) -> DVAE:
-    return DVAE(**cfg["model"], steps=cfg["train"]["steps"])
+def build(cfg: dict) -> DiscreteVAE:
+    return DiscreteVAE(**cfg["model"], steps=cfg["train"]["steps"])
 
 
-def train_model(model: DVAE, cfg: dict, path, live_plot: bool = True, desc: str = "dVAE"):
+def train_model(model: DiscreteVAE, cfg: dict, path, live_plot: bool = True, desc: str = "dVAE"):
     batch_fn = autoencoder.image_batches(cfg)
     model.to(memory_format=torch.channels_last)
     dev, schedule = runtime.device(), cfg["train"]
@@ -193,13 +195,7 @@ def train_model(model: DVAE, cfg: dict, path, live_plot: bool = True, desc: str 
     )
 
 
-def get_dvae(cfg: dict | None = None, retrain: bool = False) -> DVAE:
-    """The trained dVAE of the active profile (or of `cfg`), from the cache or trained now."""
-    cfg = cfg or default_config()
-    model = checkpoint.load_or_train("dvae", cfg, build, train_model, retrain=retrain)
-    return model.requires_grad_(False)
-
-
 # --- the recipe --------------------------------------------------------------------------------
 
-RECIPES = {"dvae": autoencoder.recipe("dVAE", default_config, build, train_model, get_dvae)}
+DVAE = autoencoder.recipe("dvae", "dVAE", default_config, build, train_model)
+RECIPES = (DVAE,)

@@ -18,9 +18,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 from t2i.ch01_dvae import autoencoder
-from t2i.core import checkpoint, recipe, runtime, train
+from t2i.core import recipe, runtime, train
 
 
 def default_config(**overrides) -> dict:
@@ -49,7 +50,7 @@ def default_config(**overrides) -> dict:
     return recipe.sections(cfg, **overrides)
 
 
-class VQVAE(nn.Module):
+class VQAutoencoder(nn.Module):
     """encode -> quantize -> decode, with an EMA (or learned) codebook of K vectors of size dim."""
 
     def __init__(
@@ -83,7 +84,7 @@ class VQVAE(nn.Module):
 
     def nearest(self, z_e):
         """Index of the nearest code (squared Euclidean distance) at each cell: (B, h, w)."""
-        z = z_e.float().permute(0, 2, 3, 1)  # (B, h, w, D)
+        z = rearrange(z_e.float(), "b d h w -> b h w d")
         with torch.autocast(z.device.type, enabled=False):  # distances in full precision
             d = (z**2).sum(-1, keepdim=True) - 2 * z @ self.codebook.T + (self.codebook**2).sum(-1)
         return d.argmin(-1)
@@ -91,7 +92,7 @@ class VQVAE(nn.Module):
     def quantize(self, z_e):
         """(z_q, idx): the nearest codebook vectors, with a straight-through gradient to z_e."""
         idx = self.nearest(z_e)
-        e = self.codebook[idx].permute(0, 3, 1, 2)
+        e = rearrange(self.codebook[idx], "b h w d -> b d h w")
         z = z_e.float()
         return z + (e - z).detach(), idx
 
@@ -105,7 +106,8 @@ class VQVAE(nn.Module):
 
     def decode_tokens(self, idx):
         """Token grids (B, h, w) -> images."""
-        return self.decode(self.codebook[idx.to(self.codebook.device)].permute(0, 3, 1, 2))
+        e = self.codebook[idx.to(self.codebook.device)]
+        return self.decode(rearrange(e, "b h w d -> b d h w"))
 
     def forward(self, x):
         z_q, _ = self.quantize(self.encode(x))
@@ -116,7 +118,7 @@ class VQVAE(nn.Module):
         dead-code restart in training mode. Returns (loss, logs)."""
         z_e = self.encode(x).float()
         idx = self.nearest(z_e)
-        e = self.codebook[idx].permute(0, 3, 1, 2)
+        e = rearrange(self.codebook[idx], "b h w d -> b d h w")
         commit = F.mse_loss(z_e, e.detach())
         loss = self.beta * commit
         if not self.ema:
@@ -136,7 +138,7 @@ class VQVAE(nn.Module):
             self._ema_update_fp32(z_e.float(), idx)
 
     def _ema_update_fp32(self, z_e, idx):
-        z = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])
+        z = rearrange(z_e, "b d h w -> (b h w) d")
         onehot = F.one_hot(idx.flatten(), self.K).float()
         self.ema_count.lerp_(onehot.sum(0), 1 - self.decay)
         self.ema_sum.lerp_(onehot.T @ z, 1 - self.decay)
@@ -153,11 +155,11 @@ class VQVAE(nn.Module):
             self.ema_count[dead] = n / self.K
 
 
-def build(cfg: dict) -> VQVAE:
-    return VQVAE(**cfg["model"], steps=cfg["train"]["steps"])
+def build(cfg: dict) -> VQAutoencoder:
+    return VQAutoencoder(**cfg["model"], steps=cfg["train"]["steps"])
 
 
-def train_model(model: VQVAE, cfg: dict, path, live_plot: bool = True):
+def train_model(model: VQAutoencoder, cfg: dict, path, live_plot: bool = True):
     batch_fn = autoencoder.image_batches(cfg)
     model.to(memory_format=torch.channels_last)
     return train.fit_config(
@@ -171,13 +173,7 @@ def train_model(model: VQVAE, cfg: dict, path, live_plot: bool = True):
     )
 
 
-def get_vqvae(cfg: dict | None = None, retrain: bool = False) -> VQVAE:
-    """The trained VQ-VAE of the active profile, from the cache or trained now (eval mode)."""
-    cfg = cfg or default_config()
-    model = checkpoint.load_or_train("vqvae", cfg, build, train_model, retrain=retrain)
-    return model.requires_grad_(False)
-
-
 # --- the recipe --------------------------------------------------------------------------------
 
-RECIPES = {"vqvae": autoencoder.recipe("VQ-VAE", default_config, build, train_model, get_vqvae)}
+VQVAE = autoencoder.recipe("vqvae", "VQ-VAE", default_config, build, train_model)
+RECIPES = (VQVAE,)

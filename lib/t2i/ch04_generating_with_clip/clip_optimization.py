@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange, repeat
 
 from t2i.core import train
 from t2i.core.stats import Rate
-from t2i.world import judge, shapes
+from t2i.world import grammar, judge, shapes
 
 BACKGROUND = torch.tensor(shapes.BACKGROUND, dtype=torch.float32) / 127.5 - 1  # in [-1, 1]
 
@@ -56,7 +57,7 @@ def augment(x: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
         [torch.stack([cos, -sin + shear, (r(N) - 0.5) * 0.4], 1),
          torch.stack([sin, cos, (r(N) - 0.5) * 0.4], 1)], 1
     )  # fmt: skip
-    views = _warp(x.repeat(n, 1, 1, 1), theta)
+    views = _warp(repeat(x, "b c h w -> (n b) c h w", n=n), theta)
     return views + 0.03 * torch.randn(views.shape, generator=gen).to(x.device)
 
 
@@ -70,7 +71,7 @@ def cutouts(x: torch.Tensor, n: int, gen: torch.Generator, min_frac: float = 0.6
     theta = torch.stack(
         [torch.stack([size, zero, shift[:, 0]], 1), torch.stack([zero, size, shift[:, 1]], 1)], 1
     )
-    return _warp(x.repeat(n, 1, 1, 1), theta.to(x.device))
+    return _warp(repeat(x, "b c h w -> (n b) c h w", n=n), theta.to(x.device))
 
 
 AUGMENTATIONS = {"none": None, "augment": augment, "cutouts": cutouts}
@@ -145,7 +146,7 @@ def optimize(
         if step % every == 0:
             result.frames.append(x.detach().float().cpu())
         views = x if aug is None else aug(x, n_views, gen)
-        emb = clip_model.encode_image(views).view(-1, *target.shape)
+        emb = rearrange(clip_model.encode_image(views), "(n b) e -> n b e", b=len(target))
         loss = spherical_distance(emb, target).mean()
         if avoid is not None:
             loss = loss - negative_weight * spherical_distance(emb, avoid).mean()
@@ -183,7 +184,7 @@ def clip_vs_judge(clip_model, images: torch.Tensor, prompts: list[str]) -> dict:
     is fooled: it sees the prompt's colour and shape but the judge does not."""
     from t2i import ch03_clip as clip_mod
 
-    facts = [shapes.parse_caption(p).objects[0] for p in prompts]
+    facts = [grammar.parse_caption(p).objects[0] for p in prompts]
     want_c = torch.tensor([shapes.COLOR_NAMES.index(f["color"]) for f in facts])
     want_s = torch.tensor([shapes.SHAPES.index(f["shape"]) for f in facts])
     clip_ok = (clip_mod.zero_shot(clip_model, images, "color") == want_c) & (

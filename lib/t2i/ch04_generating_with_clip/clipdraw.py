@@ -81,13 +81,14 @@ def draw(
 def _sampler(prompt: str, steps: int = 0):
     from t2i import ch03_clip as clip
 
-    model, overrides = clip.get_clip(), {"steps": steps} if steps else {}
+    model, overrides = clip.CLIP.load(), {"steps": steps} if steps else {}
     return lambda n, seed: draw(model, [prompt] * n, seed=seed, **overrides).images
 
 
-RECIPES = {  # no model of its own: `python -m t2i sample clipdraw` optimises strokes
-    "clipdraw": recipe.Recipe(
-        sampler=_sampler,
-        options={"sample": clip_optimization.SAMPLE_OPTIONS},
-    )
-}
+# no model of its own: `python -m t2i sample clipdraw` optimises strokes
+CLIPDRAW = recipe.Recipe(
+    "clipdraw",
+    sampler=_sampler,
+    options={"sample": clip_optimization.SAMPLE_OPTIONS},
+)
+RECIPES = (CLIPDRAW,)

@@ -19,6 +19,7 @@ Serves notebook 04 (CLIPDraw).
 from __future__ import annotations
 
 import torch
+from einops import rearrange, repeat
 
 
 def bezier(ctrl: torch.Tensor, k: int = 12) -> torch.Tensor:
@@ -69,8 +70,8 @@ def render(
     pix = pixel_centers(res, ctrl.device)
     dist = distance_to_polyline(bezier(ctrl, k), pix) * res  # (B, S, P) in pixels
     alpha = torch.sigmoid(sharpness * 4 * (width[..., None] / 2 - dist)) * color[..., 3:]
-    img = background.view(1, 3, 1).expand(B, 3, res * res)
+    img = repeat(background, "c -> b c p", b=B, p=res * res)
     for s in range(S):
         a = alpha[:, s, None, :]
         img = (1 - a) * img + a * color[:, s, :3, None]
-    return img.view(B, 3, res, res)
+    return rearrange(img, "b c (h w) -> b c h w", h=res)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from einops import rearrange, reduce, repeat
 
 from t2i.ch04_generating_with_clip import clip_optimization
 from t2i.core import recipe, runtime
@@ -71,18 +72,18 @@ class Latents(nn.Module):
         super().__init__()
         self.vqvae = [vqvae]  # a list, so its weights are not parameters of this module
         codebook = vqvae.codebook.detach().float()
-        blank = clip_optimization.BACKGROUND.view(1, 3, 1, 1).expand(n, 3, res, res)
+        blank = repeat(clip_optimization.BACKGROUND, "c -> n c h w", n=n, h=res, w=res)
         with torch.no_grad():
             z = vqvae.encode(blank.to(codebook.device)).float()
         if init == "random tokens":
             g = torch.Generator().manual_seed(seed)
             idx = torch.randint(len(codebook), (n, *z.shape[2:]), generator=g)
-            z = codebook[idx.to(codebook.device)].permute(0, 3, 1, 2)
+            z = rearrange(codebook[idx.to(codebook.device)], "b h w d -> b d h w")
         elif init != "blank":
             raise ValueError(f"init must be 'random tokens' or 'blank', not {init!r}")
         self.z = nn.Parameter(z.clone())
-        self.register_buffer("lo", codebook.min(0).values.view(1, -1, 1, 1))
-        self.register_buffer("hi", codebook.max(0).values.view(1, -1, 1, 1))
+        self.register_buffer("lo", reduce(codebook, "k d -> 1 d 1 1", "min"))
+        self.register_buffer("hi", reduce(codebook, "k d -> 1 d 1 1", "max"))
 
     def forward(self):
         z = clamp_with_grad(self.z, self.lo, self.hi)
@@ -114,13 +115,14 @@ def _sampler(prompt: str, steps: int = 0):
     from t2i import ch03_clip as clip
     from t2i.ch01_dvae import vqvae
 
-    models, overrides = (clip.get_clip(), vqvae.get_vqvae()), {"steps": steps} if steps else {}
+    models, overrides = (clip.CLIP.load(), vqvae.VQVAE.load()), {"steps": steps} if steps else {}
     return lambda n, seed: generate(*models, [prompt] * n, seed=seed, **overrides).images
 
 
-RECIPES = {  # no model of its own: `python -m t2i sample vqgan-clip` optimises VQ-VAE latents
-    "vqgan-clip": recipe.Recipe(
-        sampler=_sampler,
-        options={"sample": clip_optimization.SAMPLE_OPTIONS},
-    )
-}
+# no model of its own: `python -m t2i sample vqgan-clip` optimises VQ-VAE latents
+VQGAN_CLIP = recipe.Recipe(
+    "vqgan-clip",
+    sampler=_sampler,
+    options={"sample": clip_optimization.SAMPLE_OPTIONS},
+)
+RECIPES = (VQGAN_CLIP,)

@@ -1,17 +1,18 @@
-"""Recipes: every model of the course declared once, as a table of plain functions (all
-notebooks; `t2i.front.cli` generates the command line from them, and `tests/test_profiles.py` builds
-every one at the gpu profile and trains it for a step).
+"""Recipes: every model of the course declared once, as a `Recipe` whose name is the model's
+checkpoint name and its command-line name (`python -m t2i train glide`). The fields are plain
+functions, nothing to subclass; the loader is derived (`Recipe.load`), never written by hand.
 
-A module that trains a model ends with `RECIPES = {"name": Recipe(...)}`, the name being the one
-the command line uses. The fields are functions, not methods: there is nothing to subclass.
-
-  config()            the model's configuration for the active profile, its sections apart as
+  name                the model's name: its checkpoint is data/checkpoints/NAME-HASH.pt
+  config(**overrides) the model's configuration for the active profile, its sections apart as
                       in minGPT's `get_config`: {"model": ..., "train": ..., "data": ...}, plus
-                      "seed", which seeds initialisation, data order and noise
+                      "seed", which seeds initialisation, data order and noise. The config of a
+                      model it starts from or trains on is nested whole inside it (GLIDE's base
+                      holds 05's label model's; unCLIP's models hold CLIP's), so its cache key
+                      changes when theirs does
   build(cfg)          the untrained model
-  train(model, cfg, path)   trains it with `t2i.core.train.fit`, which writes the checkpoint at path
-  load(retrain=False) the trained model (or the tuple its module's loader gives: GLIDE's is
-                      (model, diffusion)): from the checkpoint cache, or trained now
+  train(model, cfg, path)   trains it with `t2i.core.train.fit`, which writes the checkpoint
+  ready(model, cfg)   what `load` hands back (default: the model): diffusion models give
+                      (model, its GaussianDiffusion), autoencoders come frozen
   describe(model)     one line about it, for `train` (default: its parameter count)
   sampler(**options)  -> draw(n, seed) -> n images (n, 3, H, W) in [-1, 1], for `sample`; it
                       loads what it needs and refuses a bad option before loading anything
@@ -22,52 +23,54 @@ the command line uses. The fields are functions, not methods: there is nothing t
 Methods that optimise through CLIP rather than train a model of their own (CLIPDraw,
 VQGAN-CLIP), and unCLIP's whole pipeline, declare only `sampler` (and `evaluate`).
 A sampling seed never reaches a config: `--seed` seeds the draw, never the model.
+The table of all recipes, in the course's order, is `t2i.front.cli.recipes()`.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
-from typing import Any, Callable, NamedTuple
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
 
-MODULES = (  # in the course's order
-    "t2i.ch01_dvae.dvae",
-    "t2i.ch01_dvae.vqvae",
-    "t2i.ch02_dalle",
-    "t2i.ch03_clip",
-    "t2i.ch04_generating_with_clip.clipdraw",
-    "t2i.ch04_generating_with_clip.vqgan_clip",
-    "t2i.ch05_diffusion",
-    "t2i.ch06_glide",
-    "t2i.ch07_unclip",
-)
+from t2i.core import checkpoint
 
 
-class Recipe(NamedTuple):
-    """One model of the course (see the module's docstring for what each function does)."""
+@dataclass
+class Recipe:
+    """One model of the course (see the module's docstring for what each field does)."""
 
-    config: Callable[[], dict] | None = None
+    name: str
+    config: Callable[..., dict] | None = None
     build: Callable[[dict], Any] | None = None
     train: Callable[..., Any] | None = None
-    load: Callable[..., Any] | None = None
+    ready: Callable[[Any, dict], Any] | None = None
     describe: Callable[[Any], str] | None = None
     sampler: Callable[..., Callable[[int, int], Any]] | None = None
     evaluate: Callable[..., dict] | None = None
-    options: dict = {}
+    options: dict = field(default_factory=dict)
     prefix: Callable[..., str] | None = None
+
+    def load(self, cfg: dict | None = None, retrain: bool = False):
+        """The trained model of configuration `cfg` (default: the profile's), from the
+        checkpoint cache or trained now, as `ready` hands it back."""
+        cfg = cfg or self.config()
+        model = checkpoint.load_or_train(self.name, cfg, self.build, self.train, retrain)
+        return self.ready(model, cfg) if self.ready else model
+
+    def path(self, cfg: dict | None = None) -> Path:
+        """Where the checkpoint of configuration `cfg` (default: the profile's) is cached."""
+        return checkpoint.path_for(self.name, cfg or self.config())
+
+    def seconds(self, cfg: dict | None = None) -> float:
+        """How long the cached model took to train (NaN where it is not cached)."""
+        return checkpoint.training_seconds(self.name, cfg or self.config())
 
     def commands(self) -> list[str]:
         """The commands of `python -m t2i` this recipe serves."""
-        have = {"train": self.load, "sample": self.sampler, "evaluate": self.evaluate}
-        return [c for c, fn in have.items() if fn is not None]
-
-
-def recipes() -> dict[str, Recipe]:
-    """{name: recipe} of every model of the course, in the course's order."""
-    out = {}
-    for module in MODULES:
-        out |= importlib.import_module(module).RECIPES
-    return out
+        trains = self.build is not None
+        have = {"train": trains, "sample": self.sampler, "evaluate": self.evaluate}
+        return [c for c, fn in have.items() if fn]
 
 
 def sections(cfg: dict, **overrides) -> dict:
@@ -89,13 +92,13 @@ def sections(cfg: dict, **overrides) -> dict:
     return out
 
 
-def train_line(name: str, recipe: Recipe, retrain: bool = False) -> str:
-    """Load or train `name` and say what it is and how long that took (the `train` command)."""
+def train_line(r: Recipe, retrain: bool = False) -> str:
+    """Load or train `r` and say what it is and how long that took (the `train` command)."""
     t0 = time.perf_counter()
-    loaded = recipe.load(retrain=retrain)
-    if recipe.describe:
-        about = recipe.describe(loaded)
+    loaded = r.load(retrain=retrain)
+    if r.describe:
+        about = r.describe(loaded)
     else:
         model = loaded[0] if isinstance(loaded, tuple) else loaded
-        about = f"{name}: {sum(p.numel() for p in model.parameters()):,} parameters"
+        about = f"{r.name}: {sum(p.numel() for p in model.parameters()):,} parameters"
     return f"{about} (ready in {time.perf_counter() - t0:.0f} s)"

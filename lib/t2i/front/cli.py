@@ -18,7 +18,27 @@ import time
 import warnings
 from pathlib import Path
 
-from t2i.core import recipe
+import torch
+import torch.nn.functional as F
+
+from t2i import ch02_dalle as dalle
+from t2i import ch03_clip as clip
+from t2i import ch05_diffusion as label_diffusion
+from t2i import ch06_glide as glide
+from t2i import ch07_unclip as unclip
+from t2i.ch01_dvae import dvae, vqvae
+from t2i.ch04_generating_with_clip import clipdraw, vqgan_clip
+from t2i.core import recipe, runtime
+from t2i.front import checks, plot
+from t2i.world import datasets, judge
+from t2i.world.tokenizer import Tokenizer
+
+CHAPTERS = (dvae, vqvae, dalle, clip, clipdraw, vqgan_clip, label_diffusion, glide, unclip)
+
+
+def recipes() -> dict[str, recipe.Recipe]:
+    """{name: recipe} of every model of the course, in the course's order."""
+    return {r.name: r for chapter in CHAPTERS for r in chapter.RECIPES}
 
 
 def _options(args, command: str, r: recipe.Recipe) -> dict:
@@ -29,12 +49,10 @@ def _options(args, command: str, r: recipe.Recipe) -> dict:
 
 
 def cmd_train(args):
-    print(recipe.train_line(args.model, args.recipe, retrain=args.retrain))
+    print(recipe.train_line(args.recipe, retrain=args.retrain))
 
 
 def cmd_sample(args):
-    from t2i.front import plot
-
     r, options = args.recipe, _options(args, "sample", args.recipe)
     t0 = time.perf_counter()
     draw = r.sampler(**options)
@@ -44,8 +62,6 @@ def cmd_sample(args):
 
 
 def cmd_evaluate(args):
-    from t2i.front import plot
-
     rows = args.recipe.evaluate(args.seed, **_options(args, "evaluate", args.recipe))
     plot.print_table(rows, args.json)
 
@@ -58,10 +74,9 @@ COMMANDS = {  # generated for every recipe that serves them: (help, what runs)
 
 
 def cmd_data(args):
-    from t2i.world import shapes
 
     t = time.perf_counter()
-    ds = shapes.load_dataset(args.n, res=args.res, seed=args.seed, split=args.split)
+    ds = datasets.load_dataset(args.n, res=args.res, seed=args.seed, split=args.split)
     dt = time.perf_counter() - t
     print(
         f"{len(ds)} {args.res}x{args.res} {args.split} scenes in {dt:.2f} s (generated or loaded)"
@@ -71,8 +86,6 @@ def cmd_data(args):
 
 
 def cmd_judge(args):
-    from t2i.world import judge
-
     table = judge.accuracy_table(n=args.n, seed=args.seed)
     junk = judge.rejection_table(n=min(args.n, 300), seed=args.seed)
     if args.json:
@@ -95,9 +108,6 @@ def cmd_judge(args):
 
 
 def cmd_judge_score(args):
-    from t2i.front import plot
-    from t2i.world import judge
-
     images = plot.read_pngs(args.png)
     rows = judge.score_each(images, [args.prompt] * len(images))
     table = judge.summarize(rows)
@@ -118,10 +128,6 @@ def cmd_judge_score(args):
 
 
 def cmd_summary(args):
-    from pathlib import Path
-
-    from t2i.front import checks
-
     paths = sorted(Path(args.dir).glob("*.ipynb"))
     records = checks.collect(paths)
     if not records:
@@ -163,12 +169,8 @@ def main(argv=None):
     p.add_argument("dir", nargs="?", default="build/notebooks")
     p.set_defaults(func=cmd_summary)
 
-    recipes = recipe.recipes()  # imports every model's module
-    from t2i import ch06_glide as glide
-    from t2i import ch07_unclip as unclip
-
     for command, (help_text, run) in COMMANDS.items():
-        names = [name for name, r in recipes.items() if command in r.commands()]
+        names = [name for name, r in recipes().items() if command in r.commands()]
         p = sub.add_parser(command, help=f"{help_text}: {', '.join(names)}")
         per_model = p.add_subparsers(dest="model", required=True)
         for name in names:
@@ -182,9 +184,9 @@ def main(argv=None):
                 q.add_argument("--out", default="samples")
             if command == "evaluate":
                 q.add_argument("--json", action="store_true", help="print one JSON object")
-            for flag, spec in recipes[name].options.get(command, {}).items():
+            for flag, spec in recipes()[name].options.get(command, {}).items():
                 q.add_argument(flag, **spec)
-            q.set_defaults(func=run, recipe=recipes[name])
+            q.set_defaults(func=run, recipe=recipes()[name])
 
     p = sub.add_parser("inpaint", help="fill the dark pixels of a mask with GLIDE's inpainter")
     p.add_argument("--image", required=True, help="a PNG at the base model's resolution")
@@ -193,7 +195,7 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--out", default="samples")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=glide.cli_inpaint)
+    p.set_defaults(func=cmd_inpaint)
 
     p = sub.add_parser("vary", help="variations of an image with unCLIP's decoder")
     p.add_argument("--image", required=True, help="a PNG (resized to the decoder's size)")
@@ -201,14 +203,11 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=4)
     p.add_argument("--out", default="samples")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=unclip.cli_vary)
+    p.set_defaults(func=cmd_vary)
 
     args = parser.parse_args(argv)
     _check_arguments(parser, args)
     try:
-        from t2i.core import runtime
-        from t2i.world.tokenizer import Tokenizer
-
         runtime.profile()  # a bad T2I_PROFILE or T2I_DATA is named before any work
         runtime.data_dir()
         if getattr(args, "prompt", None) is not None:
@@ -243,6 +242,35 @@ def _check_arguments(parser, args) -> None:
     out = getattr(args, "out", None)
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         parser.error(f"--out {out!r} is a file, not a folder")
+
+
+def cmd_inpaint(args):
+    """`python -m t2i inpaint --image PNG --mask PNG --prompt TEXT --out DIR`: the mask's dark
+    pixels (< 0.5) are erased and filled; both files at the base model's resolution."""
+    model, diffusion = glide.GLIDE_INPAINT.load()
+    image = torch.from_numpy(plot.read_pngs([args.image])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    mask = torch.from_numpy(plot.read_pngs([args.mask])).float().mean(-1)[:, None] / 255
+    if image.shape[-1] != model.res or mask.shape[-2:] != image.shape[-2:]:
+        raise ValueError(
+            f"image and mask must both be {model.res}x{model.res} (got {tuple(image.shape[-2:])} "
+            f"and {tuple(mask.shape[-2:])})"
+        )
+    mask = (mask >= 0.5).float()
+    images, masks = image.repeat(args.n, 1, 1, 1), mask.repeat(args.n, 1, 1, 1)
+    out = glide.inpaint(model, diffusion, images, masks, args.prompt, seed=args.seed)
+    plot.save_pngs(out, args.out, "inpainted")
+    print(f"{len(out)} inpainted images in {args.out}/")
+
+
+def cmd_vary(args):
+    """`python -m t2i vary --image PNG --eta E --n N --out DIR`: variations of an image."""
+    decoder, diffusion = unclip.DECODER.load()
+    image = torch.from_numpy(plot.read_pngs([args.image])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    if image.shape[-1] != decoder.res:
+        image = F.interpolate(image, size=decoder.res, mode="area")
+    out = unclip.vary(decoder, diffusion, image, args.eta, args.n, seed=args.seed)
+    plot.save_pngs(out, args.out, f"variation_eta{args.eta:g}")
+    print(f"{len(out)} variations (eta = {args.eta:g}) in {args.out}/")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from t2i import ch06_glide as glide
 from t2i import ch07_unclip as unclip
 from t2i.ch04_generating_with_clip import clip_optimization, clipdraw, vqgan_clip
 from t2i.front import plot
-from t2i.world import judge
+from t2i.world import classes, judge, measures
+from t2i.world.prompts import TOKENIZER
 
 
 def _panel(fn, example: dict | None, manual: bool = False, **controls):
@@ -212,7 +213,7 @@ def panel_generate_with_clip(model, vae, example=None):
 
     @_guarded
     def generate(prompt="a yellow triangle", method="CLIPDraw", steps=60, strokes=16, augment=True):
-        clip.TOKENIZER(prompt)  # a word outside the vocabulary: say so before optimising
+        TOKENIZER(prompt)  # a word outside the vocabulary: say so before optimising
         prompts = [prompt] * 4
         r = generate_with_clip(method, model, vae, prompts, steps, augment, strokes)
         scores = clip.clip_scores(model, r.images, prompts)
@@ -253,7 +254,7 @@ def panel_label_diffusion(model, diffusion, classifier, example=None):
             classifier=classifier,
             seed=seed,
         )
-        r = ld.evaluate(x, [ld.label_of(label)] * 8)
+        r = measures.label_table(x, [classes.label_of(label)] * 8)
         title = (
             f"{label}: color {r['color']:.2f}, shape {r['shape']:.2f}, "
             f"size entropy {r['size_entropy']:.2f} bits"
@@ -265,7 +266,9 @@ def panel_label_diffusion(model, diffusion, classifier, example=None):
         draw,
         example,
         manual=True,
-        label=widgets.Dropdown(options=[f"{c} {s}" for c, s in ld.CLASSES], value="red circle"),
+        label=widgets.Dropdown(
+            options=[f"{c} {s}" for c, s in classes.CLASSES], value="red circle"
+        ),
         guidance=widgets.ToggleButtons(options=list(ld.GUIDANCE), value="cfg"),
         scale=widgets.FloatSlider(value=3.0, min=0.0, max=30.0, step=0.5),
         sampler=widgets.ToggleButtons(options=list(ld.SAMPLERS), value="ddim"),

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from t2i.core import runtime
 from t2i.core.stats import Rate
-from t2i.world import shapes
+from t2i.world import grammar, shapes
 
 BG = torch.tensor(shapes.BACKGROUND, dtype=torch.float32) / 255.0
 PAL = torch.from_numpy(shapes.PALETTE)
@@ -255,8 +255,8 @@ def _match(wanted: list[dict], seen: list[dict]) -> list[dict | None]:
     return best
 
 
-def check(reading: Reading, i: int, facts: shapes.CaptionFacts) -> dict[str, bool]:
-    """Which of a caption's facts (`shapes.parse_caption`) hold in image i: the facts the caption
+def check(reading: Reading, i: int, facts: grammar.CaptionFacts) -> dict[str, bool]:
+    """Which of a caption's facts (`grammar.parse_caption`) hold in image i: the facts the caption
     states, read from the readable object that stands for each of its objects, plus "count"
     (exactly as many objects as stated, and no unreadable blob) and "clean" (nothing else on the
     background)."""
@@ -302,7 +302,7 @@ def score_each(images, captions: list[str]) -> list[dict[str, bool]]:
     before any image is read."""
     if len(captions) != len(images):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    facts = {c: shapes.parse_caption(c) for c in set(captions)}
+    facts = {c: grammar.parse_caption(c) for c in set(captions)}
     reading = read(images)
     return [check(reading, i, facts[c]) for i, c in enumerate(captions)]
 

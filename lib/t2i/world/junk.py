@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from t2i.world import shapes
+from t2i.world import grammar, shapes
 
 _BG = np.array(shapes.BACKGROUND, np.float32) / 255.0
 # Facts a one-object caption states; none of them holds where there is no object.
@@ -54,7 +54,7 @@ def make(kind: str, n: int, res: int = 32, seed: int = 0):
         raise ValueError(f"unknown junk kind {kind!r}; one of {list(KINDS)}")
     rng = np.random.default_rng(seed)
     scenes = shapes.sample_scenes(n, seed=seed, split="test", counts=(1,))
-    captions = shapes.caption(scenes, seed)
+    captions = grammar.caption(scenes, seed)
     images = shapes.render(scenes, res)
     coords = (np.arange(res) + 0.5) / res
     color, shape = scenes.color[:, 0], scenes.shape[:, 0]
@@ -109,7 +109,7 @@ def make(kind: str, n: int, res: int = 32, seed: int = 0):
     elif kind == "extra object":  # two objects drawn, the caption names the first only
         two = shapes.sample_scenes(n, seed=seed, split="test", counts=(2,))
         images = shapes.render(two, res)
-        captions = shapes.caption(_first_object(two), seed)
+        captions = grammar.caption(_first_object(two), seed)
     elif kind == "speckled background":  # 3-6% of the pixels turned to palette colours
         for i in range(n):
             dots = rng.random((res, res)) < rng.uniform(0.03, 0.06)
