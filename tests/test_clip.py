@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from t2i import ch03_clip as clip
+from t2i.ch03_clip import model as clip_model
+from t2i.ch03_clip import uses as clip_uses
 from t2i.world import judge, shapes, typography
 from t2i.world.prompts import TOKENIZER
 
@@ -176,7 +178,9 @@ def one_step_config(**overrides):
 
 def test_weight_decay_spares_gains_biases_and_the_temperature(monkeypatch):
     # A zero loss gives zero gradients, so AdamW's step moves a parameter by its decay alone.
-    monkeypatch.setattr(clip, "contrastive_loss", lambda logits, positives=None: logits.sum() * 0)
+    monkeypatch.setattr(
+        clip_model, "contrastive_loss", lambda logits, positives=None: logits.sum() * 0
+    )
     model, cfg = small_clip(), one_step_config()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     clip.train_clip(model, cfg, live_plot=False)
@@ -209,7 +213,7 @@ def test_zero_shot_table_blurs_the_renders_it_is_asked_to(monkeypatch):
         seen.append(torch.as_tensor(images).float())
         return torch.zeros(len(images), dtype=torch.long)
 
-    monkeypatch.setattr(clip, "zero_shot", fake_zero_shot)
+    monkeypatch.setattr(clip_uses, "zero_shot", fake_zero_shot)
     model = type("M", (), {"res": 16})()
     sharp = clip.zero_shot_table(model, n=20, blur=0.0)
     seen_sharp, seen[:] = seen[:], []

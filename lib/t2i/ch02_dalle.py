@@ -32,7 +32,7 @@ from einops import rearrange
 from t2i.blocks.layers import Block, KVCache, count_parameters
 from t2i.ch01_dvae import vqvae
 from t2i.core import recipe, runtime, train
-from t2i.world import datasets, grammar, shapes, tokenizer
+from t2i.world import datasets, grammar, judge, shapes, tokenizer
 
 TEXT_WEIGHT, IMAGE_WEIGHT = 1 / 8, 7 / 8
 PATTERNS = ("dense", "row", "column", "conv")
@@ -264,8 +264,6 @@ def prompt_set(
 
 def evaluate(model, temperatures=(1.0, 0.5), top_k=None, seed=0, prompts=None):
     """The judge's table {f"{set} @ T={t}": {fact: accuracy}} on the fixed prompt set."""
-    from t2i.world import judge
-
     prompts = prompts or prompt_set()
     table = {}
     for t in temperatures:

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from t2i.core import runtime
 from t2i.core.recipe import Recipe
-from t2i.world import datasets
+from t2i.world import datasets, judge
 from t2i.world.measures import psnr
 
 
@@ -182,8 +182,6 @@ def reconstructions(model):
 
 def evaluation(model, seed: int) -> dict:
     """{"held-out renders": row}: PSNR, codebook use and the judge's facts on reconstructions."""
-    from t2i.world import judge
-
     data = held_out_renders(seed=seed + 777)
     m = evaluate(model, data)
     row = {"psnr": m["psnr"], "codes used": m["used_frac"], "perplexity": m["perplexity"]}

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
+from t2i import ch03_clip as clip_mod
 from t2i.core import train
 from t2i.core.stats import Rate
 from t2i.world import grammar, judge, shapes
@@ -182,8 +183,6 @@ def clip_vs_judge(clip_model, images: torch.Tensor, prompts: list[str]) -> dict:
     """For images made for one-object prompts ("a red circle"): the CLIP score, how often CLIP's
     zero-shot colour and shape agree with the prompt, how often the judge does, and how often CLIP
     is fooled: it sees the prompt's colour and shape but the judge does not."""
-    from t2i import ch03_clip as clip_mod
-
     facts = [grammar.parse_caption(p).objects[0] for p in prompts]
     want_c = torch.tensor([shapes.COLOR_NAMES.index(f["color"]) for f in facts])
     want_s = torch.tensor([shapes.SHAPES.index(f["shape"]) for f in facts])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from t2i import ch03_clip as clip
 from t2i.ch04_generating_with_clip import clip_optimization, raster
 from t2i.core import recipe, runtime
 
@@ -79,8 +80,6 @@ def draw(
 
 
 def _sampler(prompt: str, steps: int = 0):
-    from t2i import ch03_clip as clip
-
     model, overrides = clip.CLIP.load(), {"steps": steps} if steps else {}
     return lambda n, seed: draw(model, [prompt] * n, seed=seed, **overrides).images
 

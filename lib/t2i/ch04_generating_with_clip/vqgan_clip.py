@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 from einops import rearrange, reduce, repeat
 
+from t2i import ch03_clip as clip
+from t2i.ch01_dvae import vqvae
 from t2i.ch04_generating_with_clip import clip_optimization
 from t2i.core import recipe, runtime
 
@@ -112,9 +114,6 @@ def generate(
 
 
 def _sampler(prompt: str, steps: int = 0):
-    from t2i import ch03_clip as clip
-    from t2i.ch01_dvae import vqvae
-
     models, overrides = (clip.CLIP.load(), vqvae.VQVAE.load()), {"steps": steps} if steps else {}
     return lambda n, seed: generate(*models, [prompt] * n, seed=seed, **overrides).images
 

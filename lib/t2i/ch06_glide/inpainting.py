@@ -1,6 +1,6 @@
-"""Inpainting, as GLIDE fine-tunes for it: the masks of fine-tuning, the two ways to fill erased pixels (the
-fine-tuned `Inpainter`, or naive known-pixel replacement with the base model), and the
-erase-an-object task that measures them."""
+"""Inpainting, as GLIDE fine-tunes for it: the masks of fine-tuning, the two ways to fill
+erased pixels (the fine-tuned `Inpainter`, or naive known-pixel replacement with the base
+model), and the erase-an-object task that measures them."""
 
 from __future__ import annotations
 

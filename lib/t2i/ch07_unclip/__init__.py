@@ -3,7 +3,7 @@ embedding (the prior), and the embedding becomes an image (the decoder, then an 
 
     caption -> CLIP text embedding z_t -> prior -> CLIP image embedding z_i -> decoder -> 2x
 
-The CLIP is notebook 03's (`clip.get_clip`), frozen. Its embeddings are unit vectors; every model
+The CLIP is notebook 03's (`clip.CLIP`), frozen. Its embeddings are unit vectors; every model
 here sees them scaled by sqrt(dim), so that each component has about unit variance (as
 DALLE2-pytorch's `image_embed_scale`).
   - `Decoder`: GLIDE's caption U-Net (`glide.Text2Im`) with z_i projected and added to the time

@@ -11,6 +11,7 @@ from t2i.ch07_unclip.decoder import decode, invert
 from t2i.ch07_unclip.embeddings import embed_image, text_diff
 from t2i.core.stats import Rate
 from t2i.world import judge, shapes, typography
+from t2i.world.measures import psnr
 
 
 def short_caption(color: int, shape: int) -> str:
@@ -44,8 +45,6 @@ def same_facts(before, after) -> dict[str, list[bool]]:
 def variations(decoder, diffusion, n=48, etas=(0.0, 0.25, 0.5, 1.0), scale=1.0, steps=50, seed=31):
     """Variations of n one-object test renders (paper sec. 3.1): (z_i, x_T by DDIM inversion),
     decoded at each eta. Returns (rows {eta: PSNR and facts kept}, {eta: images}, originals)."""
-    from t2i.ch01_dvae.autoencoder import psnr
-
     s, images, z = single_objects(n, seed, decoder.res)
     x_T = invert(decoder, diffusion, images, z, scale, steps)
     rows, out = {}, {}

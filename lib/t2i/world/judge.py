@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from t2i.core import runtime
 from t2i.core.stats import Rate
-from t2i.world import grammar, shapes
+from t2i.world import grammar, junk, shapes
 
 BG = torch.tensor(shapes.BACKGROUND, dtype=torch.float32) / 255.0
 PAL = torch.from_numpy(shapes.PALETTE)
@@ -430,8 +430,6 @@ def accuracy_table(
 def rejection_table(n: int = 300, res: int = 32, seed: int = 2024) -> dict[str, dict[str, Rate]]:
     """Per junk kind (`t2i.world.junk`), per fact that must not hold there: how often the judge says
     "no" (1.0 is perfect), over n images."""
-    from t2i.world import junk
-
     table = {}
     for kind in junk.KINDS:
         images, captions, false_facts = junk.make(kind, n, res, seed)
