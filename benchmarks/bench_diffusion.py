@@ -140,7 +140,9 @@ def speed():
         ("ddpm", 1000, "cfg"),
     ]:
         t0 = time.perf_counter()
-        cd.sample(model, diffusion, labels, guidance, 3.0, sampler, steps)
+        cd.sample(
+            model, diffusion, labels, guidance=guidance, scale=3.0, sampler=sampler, steps=steps
+        )
         dt = time.perf_counter() - t0
         name = f"{sampler} {steps if sampler == 'ddim' else diffusion.T} steps"
         print(f"| {name} | {guidance} | {dt:.1f} | {len(labels) / dt:.1f} |")
@@ -200,12 +202,15 @@ def recipe(names, steps):
         model.eval()
         diffusion = cd.diffusion_of(cfg)
         plain = measures.label_table(
-            cd.sample(model, diffusion, labels, "none", steps=25, eta=1.0), labels
+            cd.sample(model, diffusion, labels, guidance="none", steps=25, eta=1.0), labels
         )
         r = measures.label_table(
-            cd.sample(model, diffusion, labels, "cfg", 3.0, steps=25, eta=1.0), labels
+            cd.sample(model, diffusion, labels, guidance="cfg", scale=3.0, steps=25, eta=1.0),
+            labels,
         )
-        r0 = measures.label_table(cd.sample(model, diffusion, labels, "cfg", 3.0, steps=25), labels)
+        r0 = measures.label_table(
+            cd.sample(model, diffusion, labels, guidance="cfg", scale=3.0, steps=25), labels
+        )
         print(
             f"| {name} | {dt:.0f} | {1000 * dt / n_steps:.0f} | {plain['all']:.2f} "
             f"| {r['color']:.2f} | {r['shape']:.2f} | {r['all']:.2f} | {r0['all']:.2f} "

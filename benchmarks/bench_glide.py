@@ -41,7 +41,7 @@ def main(budgets: list[int], changes: dict, scale: float, sample_steps: int) -> 
         cells = []
         for prompts, column in SETS.values():
             images = glide.sample(
-                model, diffusion, prompts, "cfg", scale, steps=sample_steps, seed=2
+                model, diffusion, prompts, guidance="cfg", scale=scale, steps=sample_steps, seed=2
             )
             rate = measures.caption_table(images, prompts)[column]
             cells.append(f"{rate:.3f} {rate.interval()} (n={rate.n})")

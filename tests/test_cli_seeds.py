@@ -118,7 +118,16 @@ def test_sample_pngs_are_those_drawn_in_one_call(loads, tmp_path):
     cli.main(argv + ["--out", str(out)])
     model, diffusion = label_diffusion.DIFFUSION.load()
     x = label_diffusion.sample(
-        model, diffusion, ["red circle"] * 3, "cfg", 3.0, "ddim", 2, 1.0, None, seed=3
+        model,
+        diffusion,
+        ["red circle"] * 3,
+        guidance="cfg",
+        scale=3.0,
+        sampler="ddim",
+        steps=2,
+        eta=1.0,
+        classifier=None,
+        seed=3,
     )
     assert _same_files(out.glob("*.png"), plot.save_pngs(x, str(tmp_path / "one"), "red_circle"))
 

@@ -68,12 +68,12 @@ def test_cfg_at_scale_one_is_the_conditional_prediction():
     prompts = ["a red circle", "a green square above a blue triangle"]
     with torch.no_grad():
         cond = m(x, t, tokens=TOKENIZER(prompts))
-        fn, cond_fn = glide.guided_model(m, prompts, "cfg", 1.0)
+        fn, cond_fn = glide.guided_model(m, prompts, "cfg", scale=1.0)
         assert cond_fn is None
         assert torch.allclose(fn(x, t), cond, atol=1e-5)
         u = m(x, t, tokens=TOKENIZER(["", ""]))
         assert torch.allclose(
-            glide.guided_model(m, prompts, "cfg", 3.0)[0](x, t), u + 3 * (cond - u), atol=1e-4
+            glide.guided_model(m, prompts, "cfg", scale=3.0)[0](x, t), u + 3 * (cond - u), atol=1e-4
         )
     with pytest.raises(ValueError, match="guidance"):
         glide.guided_model(m, prompts, "classifier")

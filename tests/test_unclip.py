@@ -128,13 +128,15 @@ def test_ddim_inversion_then_eta_zero_decoding_gives_the_image_back():
     errors = {}
     for steps in (100, 400):
         x_T = unclip.invert(decoder, diffusion, x, z, scale=1.0, steps=steps)
-        back = unclip.decode(decoder, diffusion, z, None, 1.0, steps, 0.0, x_T=x_T)
+        back = unclip.decode(decoder, diffusion, z, None, scale=1.0, steps=steps, eta=0.0, x_T=x_T)
         errors[steps] = float((back - x).abs().max())
     # DDIM inversion is exact up to its step size: the error shrinks as 1 / steps
     assert errors[100] < 0.06 and errors[400] < 0.015
     assert errors[400] < errors[100] / 3
     # not a model that returns the image whatever the noise: another x_T gives another image
-    other = unclip.decode(decoder, diffusion, z, None, 1.0, 100, 0.0, x_T=torch.randn_like(x_T))
+    other = unclip.decode(
+        decoder, diffusion, z, None, scale=1.0, steps=100, eta=0.0, x_T=torch.randn_like(x_T)
+    )
     assert (other - x).abs().mean() > 0.2
 
 

@@ -171,6 +171,7 @@ def sample(
     model,
     diffusion,
     labels,
+    *,
     guidance: str = "cfg",
     scale: float = 3.0,
     sampler: str = "ddim",
@@ -228,7 +229,18 @@ def guidance_sweep(model, diffusion, labels, guidance: str, scales, classifier=N
     and diversity curve (DDIM, 25 steps, eta = 1, the same noise at every scale)."""
     rows = {}
     for s in scales:
-        x = sample(model, diffusion, labels, guidance, s, "ddim", 25, 1.0, classifier, seed=seed)
+        x = sample(
+            model,
+            diffusion,
+            labels,
+            guidance=guidance,
+            scale=s,
+            sampler="ddim",
+            steps=25,
+            eta=1.0,
+            classifier=classifier,
+            seed=seed,
+        )
         rows[s] = label_table(x, labels)
     return rows
 
@@ -243,7 +255,16 @@ def _sampler(label="red circle", guidance="cfg", scale=3.0, sampler="ddim", step
     )  # the course's model: a seed seeds the sampling, never the model
     classifier = NOISY_CLASSIFIER.load() if guidance == "classifier" else None
     return lambda n, seed: sample(
-        model, diffusion, [label] * n, guidance, scale, sampler, steps, eta, classifier, seed=seed
+        model,
+        diffusion,
+        [label] * n,
+        guidance=guidance,
+        scale=scale,
+        sampler=sampler,
+        steps=steps,
+        eta=eta,
+        classifier=classifier,
+        seed=seed,
     )
 
 
@@ -253,7 +274,7 @@ def _evaluation(seed: int, n_per_class: int = 8, scale: float = 3.0) -> dict:
     labels = balanced_labels(n_per_class)
     rows = {}
     for name, guidance, w in [("conditional", "none", 1.0), ("cfg", "cfg", scale)]:
-        x = sample(model, diffusion, labels, guidance, w, steps=25, seed=seed)
+        x = sample(model, diffusion, labels, guidance=guidance, scale=w, steps=25, seed=seed)
         rows[name] = label_table(x, labels)
     return rows
 

@@ -43,7 +43,7 @@ def square_masks(centres: torch.Tensor, half: torch.Tensor, res: int) -> torch.T
 
 
 @torch.no_grad()
-def inpaint(model, diffusion, image, mask, prompts, scale=3.0, steps=25, eta=1.0, seed=0):
+def inpaint(model, diffusion, image, mask, prompts, *, scale=3.0, steps=25, eta=1.0, seed=0):
     """Fill the erased pixels (mask = 0) of image (n, 3, r, r) to fit the prompts.
 
     With an `Inpainter`, the model sees the known pixels and the mask. With a plain `Text2Im`,
@@ -55,7 +55,7 @@ def inpaint(model, diffusion, image, mask, prompts, scale=3.0, steps=25, eta=1.0
     image, mask = image.to(dev), mask.to(dev).expand(-1, 1, -1, -1)
     fitted = isinstance(model, Inpainter)
     inputs = dict(image=image, mask=mask) if fitted else {}
-    fn, _ = guided_model(model, prompts, "cfg", scale, **inputs)
+    fn, _ = guided_model(model, prompts, "cfg", scale=scale, **inputs)
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(image.shape, generator=gen).to(dev)
     ts = diffusion.timesteps(steps)

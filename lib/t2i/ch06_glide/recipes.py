@@ -324,8 +324,8 @@ def _sampler(prompt="a red circle above a blue square", guidance="cfg", scale=3.
 
     def draw(n, seed):
         prompts = [prompt] * n
-        x = sample(model, diffusion, prompts, guidance, scale, steps, seed=seed,
-                   noised_clip=noised_clip)  # fmt: skip
+        options = dict(scale=scale, steps=steps, seed=seed, noised_clip=noised_clip)
+        x = sample(model, diffusion, prompts, guidance=guidance, **options)
         if upsampler is not None:
             x = upsample(*upsampler, x, prompts, steps=steps, seed=seed)
         return x
@@ -343,7 +343,9 @@ def _evaluation(seed: int, n: int = 96, scale: float = 3.0) -> dict:
         "two objects, short": grammar.eval_prompts(n, 14, counts=(2,), partial=True),
     }
     return {
-        name: caption_table(sample(model, diffusion, ps, "cfg", scale, seed=seed), ps)
+        name: caption_table(
+            sample(model, diffusion, ps, guidance="cfg", scale=scale, seed=seed), ps
+        )
         for name, ps in sets.items()
     }
 

@@ -10,7 +10,7 @@ from t2i.ch06_glide.noised_clip import clip_grad
 from t2i.world.prompts import EMPTY, TOKENIZER
 
 
-def guided_model(model, prompts, guidance="cfg", scale=3.0, noised_clip=None, **inputs):
+def guided_model(model, prompts, guidance="cfg", *, scale=3.0, noised_clip=None, **inputs):
     """(fn(x_t, t), cond_fn) for the sampler: the caption model with its guidance.
 
     guidance: "none" (the caption model alone), "cfg" (classifier-free against the empty
@@ -38,6 +38,7 @@ def sample(
     model,
     diffusion,
     prompts,
+    *,
     guidance: str = "cfg",
     scale: float = 3.0,
     steps: int = 25,
@@ -50,13 +51,18 @@ def sample(
     """Images (n, 3, res, res) in [-1, 1] for caption prompts, by DDIM (eta = 1 by default:
     at 25 steps, eta = 0 left background noise in notebook 05). See `guided_model`."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    fn, cond_fn = guided_model(model, prompts, guidance, scale, noised_clip, **inputs)
+    fn, cond_fn = guided_model(
+        model, prompts, guidance, scale=scale, noised_clip=noised_clip, **inputs
+    )
     gen = torch.Generator().manual_seed(seed)
     dev = next(model.parameters()).device
     x = torch.randn(len(prompts), 3, model.res, model.res, generator=gen).to(dev)
     return diffusion.ddim_sample(fn, x, steps, eta, cond_fn, gen, trace)
 
 
-def upsample(upsampler, diffusion, low_res, prompts, scale=1.0, steps=25, eta=1.0, seed=0):
-    """The second stage: 2x images from base samples low_res (n, 3, r, r) and their captions."""
-    return sample(upsampler, diffusion, prompts, "cfg", scale, steps, eta, seed, low_res=low_res)
+def upsample(upsampler, diffusion, low_res, prompts=None, *, scale=1.0, steps=25, eta=1.0, seed=0):
+    """The second stage: 2x images from samples low_res (n, 3, r, r) and their captions (None:
+    the empty caption, as unCLIP's upsampler, which never reads one)."""
+    prompts = [EMPTY] * len(low_res) if prompts is None else prompts
+    inputs = dict(scale=scale, steps=steps, eta=eta, seed=seed, low_res=low_res)
+    return sample(upsampler, diffusion, prompts, "cfg", **inputs)

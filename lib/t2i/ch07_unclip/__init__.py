@@ -32,13 +32,13 @@ The parts, each importing only those above it:
 
 from __future__ import annotations
 
+from t2i.ch06_glide import upsample  # noqa: F401  (GLIDE's; unCLIP's passes no caption)
 from t2i.ch07_unclip.decoder import (  # noqa: F401
     N_CONTEXT_TOKENS,
     Decoder,
     decode,
     decoder_fn,
     invert,
-    upsample,
     vary,
 )
 from t2i.ch07_unclip.edits import (  # noqa: F401

@@ -32,7 +32,7 @@ class Decoder(glide.Text2Im):
         return self.unet(x, t, cond=pooled + self.image_cond(z), context=context)
 
 
-def decoder_fn(decoder, image_embed, prompts=None, scale: float = 3.0):
+def decoder_fn(decoder, image_embed, prompts=None, *, scale: float = 3.0):
     """eps(x_t, t) of the decoder given embeddings (n, e) and optional captions, guided
     classifier-free against a zero embedding and the empty caption."""
     dev = next(decoder.parameters()).device
@@ -50,6 +50,7 @@ def decode(
     diffusion,
     image_embed,
     prompts=None,
+    *,
     scale: float = 3.0,
     steps: int = 25,
     eta: float = 1.0,
@@ -59,7 +60,7 @@ def decode(
 ):
     """Images (n, 3, res, res), on the CPU, from image embeddings (n, e) by DDIM, from noise
     drawn with `seed` or from a given x_T (n, 3, res, res)."""
-    fn = decoder_fn(decoder, image_embed, prompts, scale)
+    fn = decoder_fn(decoder, image_embed, prompts, scale=scale)
     gen = torch.Generator().manual_seed(seed)
     dev = next(decoder.parameters()).device
     n, r = len(image_embed), decoder.res
@@ -68,25 +69,21 @@ def decode(
     return (out[0].cpu(), *out[1:]) if trace else out.cpu()
 
 
-def invert(decoder, diffusion, images, image_embed, scale: float = 1.0, steps: int = 50):
+def invert(decoder, diffusion, images, image_embed, *, scale: float = 1.0, steps: int = 50):
     """x_T whose DDIM decoding (eta = 0, the same steps and scale) gives back `images`: the
     (z_i, x_T) pair of a real image that variations start from (paper sec. 3.1)."""
-    fn = decoder_fn(decoder, image_embed, None, scale)
+    fn = decoder_fn(decoder, image_embed, None, scale=scale)
     dev = next(decoder.parameters()).device
     return diffusion.ddim_invert(fn, images.to(dev), steps)
 
 
-def vary(decoder, diffusion, images, eta: float, n: int = 1, scale=1.0, steps=50, seed=0):
+def vary(decoder, diffusion, images, *, eta: float, n: int = 1, scale=1.0, steps=50, seed=0):
     """Variations of images (m, 3, res, res): their embeddings and inverted x_T decoded with
     DDIM at this eta, n per image (eta = 0: the reconstruction). Returns (m * n, ...) images,
     each image's variations together."""
     z = embed_image(images)
-    x_T = invert(decoder, diffusion, images, z, scale, steps)
+    x_T = invert(decoder, diffusion, images, z, scale=scale, steps=steps)
     z, x_T = z.repeat_interleave(n, 0), x_T.repeat_interleave(n, 0)
-    return decode(decoder, diffusion, z, None, scale, steps, eta, seed, x_T)
-
-
-def upsample(upsampler, diffusion, low_res, steps=25, seed=0):
-    """2x images from decoder samples low_res (the caption is not read)."""
-    prompts = [EMPTY] * len(low_res)
-    return glide.upsample(upsampler, diffusion, low_res, prompts, 1.0, steps, seed=seed)
+    return decode(
+        decoder, diffusion, z, None, scale=scale, steps=steps, eta=eta, seed=seed, x_T=x_T
+    )

@@ -46,10 +46,12 @@ def variations(decoder, diffusion, n=48, etas=(0.0, 0.25, 0.5, 1.0), scale=1.0, 
     """Variations of n one-object test renders (paper sec. 3.1): (z_i, x_T by DDIM inversion),
     decoded at each eta. Returns (rows {eta: PSNR and facts kept}, {eta: images}, originals)."""
     s, images, z = single_objects(n, seed, decoder.res)
-    x_T = invert(decoder, diffusion, images, z, scale, steps)
+    x_T = invert(decoder, diffusion, images, z, scale=scale, steps=steps)
     rows, out = {}, {}
     for eta in etas:
-        x = decode(decoder, diffusion, z, None, scale, steps, eta, seed, x_T)
+        x = decode(
+            decoder, diffusion, z, None, scale=scale, steps=steps, eta=eta, seed=seed, x_T=x_T
+        )
         kept = same_facts(images, x)
         rows[f"eta = {eta:g}"] = {
             "PSNR (dB)": round(psnr(x, images), 2),
@@ -68,7 +70,7 @@ def text_diff_sweep(decoder, diffusion, n=48, amounts=None, scale=1.0, steps=50,
     Returns (summary, {amount: images}, originals, the target captions)."""
     amounts = amounts or [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
     s, images, z = single_objects(n, seed, decoder.res)
-    x_T = invert(decoder, diffusion, images, z, scale, steps)
+    x_T = invert(decoder, diffusion, images, z, scale=scale, steps=steps)
     rng = torch.Generator().manual_seed(seed)
     new = (torch.as_tensor(s.color[:, 0]) + torch.randint(1, 6, (n,), generator=rng)) % 6
     src = [short_caption(s.color[i, 0], s.shape[i, 0]) for i in range(n)]
@@ -76,7 +78,9 @@ def text_diff_sweep(decoder, diffusion, n=48, amounts=None, scale=1.0, steps=50,
     frames, flip_at, kept = {}, [None] * n, [False] * n
     for a in amounts:
         z_a = text_diff(z, src, dst, a)
-        frames[a] = decode(decoder, diffusion, z_a, None, scale, steps, 0.0, seed, x_T)
+        frames[a] = decode(
+            decoder, diffusion, z_a, None, scale=scale, steps=steps, eta=0.0, seed=seed, x_T=x_T
+        )
         reading, same = judge.read(frames[a]), same_facts(images, frames[a])
         for i in range(n):
             objs = reading.objects(i)
@@ -112,7 +116,7 @@ def typographic_variations(decoder, diffusion, n=48, scale=3.0, seed=7):
     rows, shown = {}, None
     for row, imgs in [("clean image", clean), ("a wrong colour written in", attacked)]:
         x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
-        out = decode(decoder, diffusion, embed_image(x), None, scale, seed=seed)
+        out = decode(decoder, diffusion, embed_image(x), None, scale=scale, seed=seed)
         reading = judge.read(out)
         colour = [[o["color"] for o in reading.objects(i)] for i in range(n)]
         rows[row] = {

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from t2i import ch03_clip as clip
 from t2i import ch06_glide as glide
 from t2i.blocks.diffusion import diffusion_of, with_process
-from t2i.ch07_unclip.decoder import Decoder, decode, upsample
+from t2i.ch06_glide import upsample
+from t2i.ch07_unclip.decoder import Decoder, decode
 from t2i.ch07_unclip.embeddings import embed_scale, pairs_of
 from t2i.ch07_unclip.priors import (
     PCA,
@@ -235,7 +236,7 @@ def generate(prompts, prior="diffusion", decoder_scale=3.0, seed=0, parts=None):
     else:
         raise ValueError(f"prior must be 'diffusion' or 'ar', not {prior!r}")
     decoder, diffusion = parts.get("decoder") or DECODER.load()
-    return decode(decoder, diffusion, z, prompts, decoder_scale, seed=seed)
+    return decode(decoder, diffusion, z, prompts, scale=decoder_scale, seed=seed)
 
 
 def _sampler(prompt="a red circle", prior="diffusion", upsampled=False):

@@ -268,7 +268,7 @@ def cmd_vary(args):
     image = torch.from_numpy(plot.read_pngs([args.image])).permute(0, 3, 1, 2).float() / 127.5 - 1
     if image.shape[-1] != decoder.res:
         image = F.interpolate(image, size=decoder.res, mode="area")
-    out = unclip.vary(decoder, diffusion, image, args.eta, args.n, seed=args.seed)
+    out = unclip.vary(decoder, diffusion, image, eta=args.eta, n=args.n, seed=args.seed)
     plot.save_pngs(out, args.out, f"variation_eta{args.eta:g}")
     print(f"{len(out)} variations (eta = {args.eta:g}) in {args.out}/")
 

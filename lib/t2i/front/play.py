@@ -246,11 +246,11 @@ def panel_label_diffusion(model, diffusion, classifier, example=None):
             model,
             diffusion,
             [label] * 8,
-            guidance,
-            scale,
-            sampler,
-            steps,
-            eta,
+            guidance=guidance,
+            scale=scale,
+            sampler=sampler,
+            steps=steps,
+            eta=eta,
             classifier=classifier,
             seed=seed,
         )
@@ -291,7 +291,13 @@ def panel_glide(model, diffusion, noised_clip, upsampler=None, example=None):
     ):
         prompts = [prompt] * 8
         x = glide.sample(
-            model, diffusion, prompts, guidance, scale, seed=seed, noised_clip=noised_clip
+            model,
+            diffusion,
+            prompts,
+            guidance=guidance,
+            scale=scale,
+            seed=seed,
+            noised_clip=noised_clip,
         )
         if upsample and upsampler is not None:
             x = glide.upsample(*upsampler, x, prompts, seed=seed)
@@ -379,7 +385,15 @@ def panel_variations(decoder, diffusion, image, z, x_T, example=None):
 
     def show_variations(eta=0.5, seed=0):
         x = unclip.decode(
-            decoder, diffusion, z.expand(8, -1), None, 1.0, 50, eta, seed, x_T.expand(8, -1, -1, -1)
+            decoder,
+            diffusion,
+            z.expand(8, -1),
+            None,
+            scale=1.0,
+            steps=50,
+            eta=eta,
+            seed=seed,
+            x_T=x_T.expand(8, -1, -1, -1),
         )
         plot.show_grid(torch.cat([image, x]), ["original"] + [f"eta {eta:g}"] * 8, ncols=9)
         plt.show()
@@ -392,7 +406,7 @@ def panel_interpolation(decoder, diffusion, images, z, x_T, example=None):
 
     def show_interpolation(t=0.5):
         zt = unclip.slerp(z[:1], z[1:], t)
-        x = unclip.decode(decoder, diffusion, zt, None, 1.0, 50, 0.0, x_T=x_T[:1])
+        x = unclip.decode(decoder, diffusion, zt, None, scale=1.0, steps=50, eta=0.0, x_T=x_T[:1])
         shown = torch.cat([images[:1], x, images[1:]])
         plot.show_grid(shown, ["image 1", f"t = {t:.2f}", "image 2"], ncols=3)
         plt.show()
@@ -406,7 +420,7 @@ def panel_text_diff(decoder, diffusion, image, z, x_T, from_text: str, example=N
     @_guarded
     def show_text_diff(to_text="a blue circle", amount=0.3):
         zd = unclip.text_diff(z, from_text, to_text, amount)
-        x = unclip.decode(decoder, diffusion, zd, None, 1.0, 50, 0.0, x_T=x_T)
+        x = unclip.decode(decoder, diffusion, zd, None, scale=1.0, steps=50, eta=0.0, x_T=x_T)
         titles = [from_text, f"{amount:.2f} toward {to_text!r}"]
         plot.show_grid(torch.cat([image, x]), titles, ncols=2, size=2)
         plt.show()
