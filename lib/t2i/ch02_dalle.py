@@ -127,7 +127,7 @@ class DALLETransformer(nn.Module):
         ids = self.tok(captions, truncate=True)
         pos = torch.arange(self.text_len).expand_as(ids)
         ids = torch.where(ids == self.tok.pad_id, len(self.tok) + pos, ids)
-        return ids.to(next(self.parameters()).device)
+        return ids.to(runtime.device_of(self))
 
     def forward(self, text, image, cache=None):
         """text (B, text_len), image (B, n) with n <= 64 -> logits (B, text_len + n, vocab),
@@ -186,7 +186,7 @@ def sample_tokens(model, text, temperature=1.0, top_k=None, seed=0, prime=None, 
     if temperature <= 0:
         raise ValueError("temperature must be > 0 (lower is greedier)")
     gen = torch.Generator(device="cpu").manual_seed(seed)
-    dev = next(model.parameters()).device
+    dev = runtime.device_of(model)
     text = text.to(dev)
     image = torch.zeros(len(text), 0, dtype=torch.long, device=dev)
     if prime is not None:
@@ -227,7 +227,7 @@ def generate(
 def complete(model, images, captions, rows: int = 3, n: int = 1, **kwargs):
     """The paper's "optional image start": keep the first `rows` token rows of real images and
     let the model write the rest; n samples per image. Returns (primed grids, samples)."""
-    idx = model.vae.tokens(images.to(next(model.parameters()).device))
+    idx = model.vae.tokens(images.to(runtime.device_of(model)))
     prime = idx[:, :rows].repeat_interleave(n, 0)
     prompts = [c for c in captions for _ in range(n)]
     return prime, generate(model, prompts, prime=prime, **kwargs)
@@ -292,7 +292,7 @@ def tokenize_dataset(
     colour and place kept with probability 1/2 (`grammar.partial_caption`)."""
     data = datasets.load_dataset(n, res=4 * model.grid, seed=seed)
     captions = grammar.shorten(data.scenes, data.captions, p_partial, seed + 1)
-    dev = next(model.parameters()).device
+    dev = runtime.device_of(model)
     x = data.tensor()
     grids = [model.vae.tokens(x[i : i + batch].to(dev)).cpu() for i in range(0, n, batch)]
     image = rearrange(torch.cat(grids), "b h w -> b (h w)")

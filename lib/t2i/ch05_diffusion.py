@@ -15,7 +15,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from t2i.blocks.diffusion import classifier_free, classifier_grad, diffusion_of, with_process
+from t2i.blocks.diffusion import (
+    classifier_free,
+    classifier_grad,
+    diffusion_of,
+    seeded_noise,
+    with_process,
+)
 from t2i.blocks.unet import NoisyClassifier, UNet
 from t2i.core import recipe, runtime
 from t2i.core.train import fit_config
@@ -128,7 +134,7 @@ def train_model(model, cfg, path=None, amp=False, **fit_kwargs):
     return fit_config(
         model,
         loss_fn,
-        _batches(cfg, next(model.parameters()).device),
+        _batches(cfg, runtime.device_of(model)),
         path=path,
         cfg=cfg,
         desc="diffusion U-Net",
@@ -155,7 +161,7 @@ def train_classifier(model, cfg, path=None, amp=False, **fit_kwargs):
     return fit_config(
         model,
         loss_fn,
-        _batches(cfg, next(model.parameters()).device),
+        _batches(cfg, runtime.device_of(model)),
         path=path,
         cfg=cfg,
         desc="noisy classifier",
@@ -194,10 +200,10 @@ def sample(
         raise ValueError(f"sampler {sampler!r} is not one of {SAMPLERS}")
     if guidance == "classifier" and classifier is None:
         raise ValueError("classifier guidance needs a classifier: pass classifier=...")
-    dev = next(model.parameters()).device
+    dev = runtime.device_of(model)
     y = torch.tensor([label_index(v) for v in labels], device=dev)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(len(y), 3, model.res, model.res, generator=gen).to(dev)
+    x = seeded_noise((len(y), 3, model.res, model.res), gen, dev)
     cond_fn = None
     if guidance == "cfg":
         fn = classifier_free(model, scale, dict(y=y), dict(y=torch.full_like(y, NULL)))

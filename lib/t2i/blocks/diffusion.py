@@ -271,6 +271,12 @@ def _move(x, eps, a_from: float, a_to: float):
 # --- guidance -----------------------------------------------------------------------------------
 
 
+def seeded_noise(shape, gen: torch.Generator, device) -> torch.Tensor:
+    """N(0, I) noise of `shape` drawn by a CPU generator, then moved to `device`: a seed gives the
+    same x_T, and so the same samples, on a CPU and on a GPU. Every sampler starts from it."""
+    return torch.randn(shape, generator=gen).to(device)
+
+
 def classifier_free(model, scale: float, cond: dict, uncond: dict):
     """Classifier-free guidance (Ho & Salimans eq. 6; GLIDE eq. 4): out = u + scale * (c - u),
     with c = model(x, t, **cond) and u = model(x, t, **uncond). The two dicts name the same

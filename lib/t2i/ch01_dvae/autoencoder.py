@@ -139,7 +139,7 @@ def compression(res: int, grid: int, K: int) -> dict[str, float]:
 def evaluate(model, data: datasets.ShapesDataset, batch: int = 500) -> dict[str, float]:
     """PSNR of a tokenizer's hard-token reconstructions and its codebook usage on `data`."""
     x = data.tensor()
-    dev = next(model.parameters()).device
+    dev = runtime.device_of(model)
     recs, toks = [], []
     for i in range(0, len(x), batch):
         idx = model.tokens(x[i : i + batch].to(dev))

@@ -219,7 +219,7 @@ def build(cfg: dict) -> CLIPModel:
 
 def train_clip(model: CLIPModel, cfg: dict, path=None, live_plot: bool = True) -> train.History:
     """Fit CLIP with the course's trainer on freshly drawn pairs every step."""
-    dev = next(model.parameters()).device
+    dev = runtime.device_of(model)
 
     def batch_fn(step, gen):
         seed = int(torch.randint(2**31 - 1, (1,), generator=gen))

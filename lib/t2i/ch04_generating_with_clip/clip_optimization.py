@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from einops import rearrange, repeat
 
 from t2i import ch03_clip as clip_mod
-from t2i.core import train
+from t2i.core import runtime, train
 from t2i.core.stats import Rate
 from t2i.world import grammar, judge, shapes
 
@@ -135,7 +135,7 @@ def optimize(
     negatives: optional prompts to move away from (CLIPDraw's negative prompts), one per image.
     """
     aug = AUGMENTATIONS[augmentation]
-    dev = next(image.parameters()).device
+    dev = runtime.device_of(image)
     with torch.no_grad():
         target = clip_model.encode_text(prompts).to(dev)
         avoid = clip_model.encode_text(negatives).to(dev) if negatives else None

@@ -64,7 +64,7 @@ def draw(
     """One drawing per prompt (batched); overrides change cfg (steps, strokes, augmentation...)."""
     cfg = {**(cfg or default_config()), **overrides}
     drawing = Drawing(len(prompts), cfg["strokes"], clip_model.res, seed)
-    drawing.to(next(clip_model.parameters()).device)
+    drawing.to(runtime.device_of(clip_model))
     return clip_optimization.optimize(
         drawing,
         clip_model,

@@ -105,7 +105,7 @@ def generate(
     """One image per prompt (batched); overrides change cfg (steps, init, augmentation...)."""
     cfg = {**(cfg or default_config()), **overrides}
     latents = Latents(vqvae, len(prompts), clip_model.res, cfg["init"], seed)
-    latents.to(next(clip_model.parameters()).device)
+    latents.to(runtime.device_of(clip_model))
     return clip_optimization.optimize(
         latents, clip_model, prompts, cfg["steps"], cfg["lr"], cfg["augmentation"],
         cfg["n_views"], negatives=negatives, seed=seed, desc="VQGAN-CLIP",

@@ -7,8 +7,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from t2i.blocks.diffusion import seeded_noise
 from t2i.ch06_glide.models import Inpainter
 from t2i.ch06_glide.sampling import guided_model
+from t2i.core import runtime
 from t2i.core.stats import Rate
 from t2i.world import grammar, judge, shapes
 
@@ -51,17 +53,17 @@ def inpaint(model, diffusion, image, mask, prompts, *, scale=3.0, steps=25, eta=
     to the same level, so the model only ever sees them as noise. Either way the known pixels
     of the result are the original's exactly."""
     prompts = [prompts] * len(image) if isinstance(prompts, str) else list(prompts)
-    dev = next(model.parameters()).device
+    dev = runtime.device_of(model)
     image, mask = image.to(dev), mask.to(dev).expand(-1, 1, -1, -1)
     fitted = isinstance(model, Inpainter)
     inputs = dict(image=image, mask=mask) if fitted else {}
     fn, _ = guided_model(model, prompts, "cfg", scale=scale, **inputs)
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(image.shape, generator=gen).to(dev)
+    x = seeded_noise(image.shape, gen, dev)
     ts = diffusion.timesteps(steps)
     for t, t_prev in zip(ts, ts[1:] + [-1]):
         if not fitted:
-            noise = torch.randn(image.shape, generator=gen).to(dev)
+            noise = seeded_noise(image.shape, gen, dev)
             noised = diffusion.q_sample(image, torch.full((len(x),), t), noise)
             x = mask * noised + (1 - mask) * x
         x, _ = diffusion.ddim_step(fn, x, t, t_prev, eta, None, gen)

@@ -118,7 +118,7 @@ def train_base(model: Text2Im, cfg: dict, path=None, **fit_kwargs):
         x, tok = batch
         return diffusion.loss(m, x, min_snr=min_snr, tokens=tok)
 
-    dev = next(model.parameters()).device
+    dev = runtime.device_of(model)
     return train.fit_config(
         model,
         loss_fn,
@@ -153,7 +153,7 @@ def train_upsampler(model: Upsampler, cfg: dict, path=None, **fit_kwargs):
     tolerates the base model's imperfect samples (and blurred, where the train section's blur is
     set)."""
     diffusion, schedule = diffusion_of(cfg), cfg["train"]
-    dev = next(model.parameters()).device
+    dev = runtime.device_of(model)
     big, small = cfg["data"]["out_res"], cfg["data"]["out_res"] // 2
     crop = cfg["data"]["res"]
     batches = _batches(cfg, dev, [big, small])
@@ -231,7 +231,7 @@ def build_inpainter(cfg: dict) -> Inpainter:
 def train_inpainter(model: Inpainter, cfg: dict, path=None, **fit_kwargs):
     base, schedule = cfg["model"]["base"], cfg["train"]
     diffusion = diffusion_of(base)
-    dev = next(model.parameters()).device
+    dev = runtime.device_of(model)
     mask_gen = torch.Generator().manual_seed(cfg["seed"])
 
     def loss_fn(m, batch):
@@ -294,7 +294,7 @@ def train_noised_clip(model: NoisedCLIP, cfg: dict, path=None, **fit_kwargs):
     """Contrastive loss (CLIP eq. in its fig. 3) on (x_t, caption) pairs at random t. Two images
     whose captions are the same text are both positives of it."""
     diffusion = diffusion_of(cfg)
-    dev = next(model.parameters()).device
+    dev = runtime.device_of(model)
 
     def loss_fn(m, batch):
         x, tok = batch

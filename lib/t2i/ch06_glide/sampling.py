@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from t2i.blocks.diffusion import classifier_free
+from t2i.blocks.diffusion import classifier_free, seeded_noise
 from t2i.ch06_glide.noised_clip import clip_grad
-from t2i.world.prompts import EMPTY, TOKENIZER
+from t2i.core import runtime
+from t2i.world.prompts import EMPTY, caption_tokens
 
 
 def guided_model(model, prompts, guidance="cfg", *, scale=3.0, noised_clip=None, **inputs):
@@ -17,11 +18,10 @@ def guided_model(model, prompts, guidance="cfg", *, scale=3.0, noised_clip=None,
     caption, scale w in u + w (c - u)), or "clip" (the caption model steered by the gradient of
     a noised CLIP's image-text similarity times `scale`). `inputs` are the extra inputs of an
     upsampler (low_res) or inpainter (image, mask), one per prompt."""
-    dev = next(model.parameters()).device
-    tok = TOKENIZER(list(prompts)).to(dev)
+    dev = runtime.device_of(model)
+    tok, null = caption_tokens(prompts, dev)
     inputs = {k: v.to(dev) for k, v in inputs.items()}
     if guidance == "cfg":
-        null = TOKENIZER(EMPTY).to(dev).expand_as(tok)
         cond, uncond = dict(tokens=tok, **inputs), dict(tokens=null, **inputs)
         return classifier_free(model, scale, cond, uncond), None
     if guidance not in ("none", "clip"):
@@ -55,8 +55,7 @@ def sample(
         model, prompts, guidance, scale=scale, noised_clip=noised_clip, **inputs
     )
     gen = torch.Generator().manual_seed(seed)
-    dev = next(model.parameters()).device
-    x = torch.randn(len(prompts), 3, model.res, model.res, generator=gen).to(dev)
+    x = seeded_noise((len(prompts), 3, model.res, model.res), gen, runtime.device_of(model))
     return diffusion.ddim_sample(fn, x, steps, eta, cond_fn, gen, trace)
 
 
@@ -65,4 +64,4 @@ def upsample(upsampler, diffusion, low_res, prompts=None, *, scale=1.0, steps=25
     the empty caption, as unCLIP's upsampler, which never reads one)."""
     prompts = [EMPTY] * len(low_res) if prompts is None else prompts
     inputs = dict(scale=scale, steps=steps, eta=eta, seed=seed, low_res=low_res)
-    return sample(upsampler, diffusion, prompts, "cfg", **inputs)
+    return sample(upsampler, diffusion, prompts, guidance="cfg", **inputs)

@@ -7,9 +7,10 @@ import torch
 import torch.nn as nn
 
 from t2i import ch06_glide as glide
-from t2i.blocks.diffusion import classifier_free
+from t2i.blocks.diffusion import classifier_free, seeded_noise
 from t2i.ch07_unclip.embeddings import embed_image, embed_scale
-from t2i.world.prompts import EMPTY, TOKENIZER
+from t2i.core import runtime
+from t2i.world.prompts import EMPTY, caption_tokens
 
 N_CONTEXT_TOKENS = 4  # z_i as 4 extra tokens of the decoder's attention context (sec. 2.1)
 
@@ -35,11 +36,9 @@ class Decoder(glide.Text2Im):
 def decoder_fn(decoder, image_embed, prompts=None, *, scale: float = 3.0):
     """eps(x_t, t) of the decoder given embeddings (n, e) and optional captions, guided
     classifier-free against a zero embedding and the empty caption."""
-    dev = next(decoder.parameters()).device
+    dev = runtime.device_of(decoder)
     z = image_embed.to(dev)
-    prompts = [EMPTY] * len(z) if prompts is None else list(prompts)
-    tok = TOKENIZER(prompts).to(dev)
-    null = TOKENIZER(EMPTY).to(dev).expand_as(tok)
+    tok, null = caption_tokens([EMPTY] * len(z) if prompts is None else prompts, dev)
     cond = dict(tokens=tok, image_embed=z)
     uncond = dict(tokens=null, image_embed=torch.zeros_like(z))
     return classifier_free(decoder, scale, cond, uncond)
@@ -61,10 +60,9 @@ def decode(
     """Images (n, 3, res, res), on the CPU, from image embeddings (n, e) by DDIM, from noise
     drawn with `seed` or from a given x_T (n, 3, res, res)."""
     fn = decoder_fn(decoder, image_embed, prompts, scale=scale)
-    gen = torch.Generator().manual_seed(seed)
-    dev = next(decoder.parameters()).device
+    gen, dev = torch.Generator().manual_seed(seed), runtime.device_of(decoder)
     n, r = len(image_embed), decoder.res
-    x = torch.randn(n, 3, r, r, generator=gen).to(dev) if x_T is None else x_T.to(dev)
+    x = seeded_noise((n, 3, r, r), gen, dev) if x_T is None else x_T.to(dev)
     out = diffusion.ddim_sample(fn, x, steps, eta, None, gen, trace)
     return (out[0].cpu(), *out[1:]) if trace else out.cpu()
 
@@ -73,7 +71,7 @@ def invert(decoder, diffusion, images, image_embed, *, scale: float = 1.0, steps
     """x_T whose DDIM decoding (eta = 0, the same steps and scale) gives back `images`: the
     (z_i, x_T) pair of a real image that variations start from (paper sec. 3.1)."""
     fn = decoder_fn(decoder, image_embed, None, scale=scale)
-    dev = next(decoder.parameters()).device
+    dev = runtime.device_of(decoder)
     return diffusion.ddim_invert(fn, images.to(dev), steps)
 
 

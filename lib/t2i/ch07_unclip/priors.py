@@ -8,9 +8,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from t2i.blocks.diffusion import classifier_free
+from t2i.blocks.diffusion import classifier_free, seeded_noise
 from t2i.blocks.layers import Block, KVCache, timestep_embedding
 from t2i.ch07_unclip.embeddings import embed_scale, embed_text
+from t2i.core import runtime
 from t2i.world.prompts import EMPTY, TOKENIZER
 
 
@@ -69,13 +70,13 @@ def sample_diffusion_prior(
     """Unit image embeddings (n, e) for prompts: `candidates` DDIM samples per prompt (with
     classifier-free guidance at `scale`), the best by z_t . z_i kept."""
     prompts = list(prompts)
-    dev = next(prior.parameters()).device
+    dev = runtime.device_of(prior)
     e = prior.out.out_features
     s = embed_scale(e)
     zt = embed_text(prompts)
     tok = TOKENIZER(prompts).repeat_interleave(candidates, 0).to(dev)
     zt_rep = (zt * s).repeat_interleave(candidates, 0).to(dev)
-    null = TOKENIZER(EMPTY).to(dev).expand_as(tok)
+    null = TOKENIZER(EMPTY).to(dev).expand_as(tok)  # the empty caption: CFG's null condition
     fn = classifier_free(
         prior,
         scale,
@@ -83,7 +84,7 @@ def sample_diffusion_prior(
         dict(tokens=null, text_embed=torch.zeros_like(zt_rep)),
     )
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(len(tok), e, generator=gen).to(dev)
+    x = seeded_noise((len(tok), e), gen, dev)
     z = F.normalize(diffusion.ddim_sample(fn, x, steps, eta, None, gen), dim=-1).cpu()
     return best_of(z.view(len(prompts), candidates, e), zt)
 
@@ -203,7 +204,7 @@ def sample_ar_prior(prior: ARPrior, prompts, temperature: float = 1.0, seed: int
     """Unit image embeddings (n, e): the dot token drawn uniformly from the upper half of its
     buckets, then the k codes one at a time with a KV cache, decoded through the PCA."""
     prompts = list(prompts)
-    dev = next(prior.parameters()).device
+    dev = runtime.device_of(prior)
     gen = torch.Generator().manual_seed(seed)
     n_dot = len(prior.dot_edges) + 1
     dot = torch.randint(n_dot // 2, n_dot, (len(prompts),), generator=gen).to(dev)

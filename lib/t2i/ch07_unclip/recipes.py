@@ -68,7 +68,7 @@ def build_decoder(cfg: dict) -> Decoder:
 def train_decoder(model: Decoder, cfg: dict, path=None, **fit_kwargs):
     data, schedule = pairs_of(cfg), cfg["train"]
     diffusion = diffusion_of(cfg)
-    dev = next(model.parameters()).device
+    dev = runtime.device_of(model)
     empty = TOKENIZER(EMPTY)[0]
 
     def batch_fn(step, gen):
@@ -169,7 +169,7 @@ def _prior_batches(cfg: dict, dev):
 def _fit_prior(model, loss_fn, cfg, path, desc, **fit_kwargs):
     """Either prior's recipe: the shared pairs as batches of (tokens, z_t with the null condition
     at rate p_drop, z_i, z_t), in fp32."""
-    batches = _prior_batches(cfg, next(model.parameters()).device)
+    batches = _prior_batches(cfg, runtime.device_of(model))
     return train.fit_config(
         model, loss_fn, batches, path=path, cfg=cfg, desc=desc, amp=False, **fit_kwargs
     )

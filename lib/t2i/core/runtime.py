@@ -148,3 +148,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def device_of(module: torch.nn.Module) -> torch.device:
+    """The device a model's weights are on (where its inputs must go)."""
+    return next(module.parameters()).device

@@ -102,7 +102,7 @@ def fit(
     to clamp a parameter to its allowed range.
     """
     # The run: model, optimizer, EMA, generators; resumed from `path` if it holds an unfinished one.
-    dev = next(model.parameters()).device
+    dev = runtime.device_of(model)
     params = list(params if params is not None else model.parameters())
     groups = _param_groups(model, params, weight_decay, no_decay)
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
@@ -211,7 +211,7 @@ def _param_groups(model, params, weight_decay, no_decay):
 
 def _backward(model, loss_fn, batch, opt, params, clip, amp):
     """The loss on batch, and (loss, logs); its gradients, clipped, are in params."""
-    with runtime.autocast(next(model.parameters()).device, amp):
+    with runtime.autocast(runtime.device_of(model), amp):
         out = loss_fn(model, batch)
     loss, logs = out if isinstance(out, tuple) else (out, {})
     opt.zero_grad(set_to_none=True)

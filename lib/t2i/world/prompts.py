@@ -24,3 +24,10 @@ def file_prefix(prompt: str, **_) -> str:
     """Sample files' name for a prompt: its words as the tokenizer reads them, joined by _."""
     words = TOKENIZER.decode(TOKENIZER.encode(prompt)).replace(",", "").replace(" ", "_")
     return words or "empty"
+
+
+def caption_tokens(prompts, device) -> tuple:
+    """(tokens of the prompts, tokens of the empty caption as many times): a caption condition
+    and its null condition for classifier-free guidance, on `device`."""
+    tok = TOKENIZER(list(prompts)).to(device)
+    return tok, TOKENIZER(EMPTY).to(device).expand_as(tok)
