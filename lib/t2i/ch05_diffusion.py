@@ -131,16 +131,8 @@ def train_model(model, cfg, path=None, amp=False, **fit_kwargs):
         x, y = batch
         return diffusion.loss(m, x, min_snr=cfg["train"]["min_snr"], y=y)
 
-    return fit_config(
-        model,
-        loss_fn,
-        _batches(cfg, runtime.device_of(model)),
-        path=path,
-        cfg=cfg,
-        desc="diffusion U-Net",
-        amp=amp,
-        **fit_kwargs,
-    )
+    batches = _batches(cfg, runtime.device_of(model))
+    return fit_config(model, loss_fn, batches, cfg, path, "diffusion U-Net", amp=amp, **fit_kwargs)
 
 
 def build_classifier(cfg: dict) -> NoisyClassifier:
@@ -158,16 +150,8 @@ def train_classifier(model, cfg, path=None, amp=False, **fit_kwargs):
         acc = (logits.argmax(1) == y).float().mean()
         return F.cross_entropy(logits.float(), y), {"accuracy": acc}
 
-    return fit_config(
-        model,
-        loss_fn,
-        _batches(cfg, runtime.device_of(model)),
-        path=path,
-        cfg=cfg,
-        desc="noisy classifier",
-        amp=amp,
-        **fit_kwargs,
-    )
+    batches = _batches(cfg, runtime.device_of(model))
+    return fit_config(model, loss_fn, batches, cfg, path, "noisy classifier", amp=amp, **fit_kwargs)
 
 
 # --- sampling -----------------------------------------------------------------------------------

@@ -119,15 +119,9 @@ def train_base(model: Text2Im, cfg: dict, path=None, **fit_kwargs):
         return diffusion.loss(m, x, min_snr=min_snr, tokens=tok)
 
     dev = runtime.device_of(model)
+    batches = _batches(cfg, dev, [cfg["data"]["res"]])
     return train.fit_config(
-        model,
-        loss_fn,
-        _batches(cfg, dev, [cfg["data"]["res"]]),
-        path=path,
-        cfg=cfg,
-        desc="GLIDE base",
-        amp=False,
-        **fit_kwargs,
+        model, loss_fn, batches, cfg, path, "GLIDE base", amp=False, **fit_kwargs
     )
 
 
@@ -170,14 +164,7 @@ def train_upsampler(model: Upsampler, cfg: dict, path=None, **fit_kwargs):
         return diffusion.loss(m, hi, min_snr=schedule["min_snr"], tokens=tok, low_res=lo)
 
     return train.fit_config(
-        model,
-        loss_fn,
-        batches,
-        path=path,
-        cfg=cfg,
-        desc="GLIDE upsampler",
-        amp=False,
-        **fit_kwargs,
+        model, loss_fn, batches, cfg, path, "GLIDE upsampler", amp=False, **fit_kwargs
     )
 
 
@@ -249,15 +236,9 @@ def train_inpainter(model: Inpainter, cfg: dict, path=None, **fit_kwargs):
             m, x, min_snr=schedule["min_snr"], where=where, tokens=tok, image=x, mask=mask
         )
 
+    batches = _batches({**base, "seed": cfg["seed"]}, dev, [base["data"]["res"]], objects=True)
     return train.fit_config(
-        model,
-        loss_fn,
-        _batches({**base, "seed": cfg["seed"]}, dev, [base["data"]["res"]], objects=True),
-        path=path,
-        cfg=cfg,
-        desc="GLIDE inpainting",
-        amp=False,
-        **fit_kwargs,
+        model, loss_fn, batches, cfg, path, "GLIDE inpainting", amp=False, **fit_kwargs
     )
 
 
@@ -304,15 +285,9 @@ def train_noised_clip(model: NoisedCLIP, cfg: dict, path=None, **fit_kwargs):
         acc = (logits.argmax(1) == torch.arange(len(x), device=x.device)).float().mean()
         return clip.contrastive_loss(logits, same), {"acc": acc.item()}
 
+    batches = _batches(cfg, dev, [cfg["data"]["res"]])
     return train.fit_config(
-        model,
-        loss_fn,
-        _batches(cfg, dev, [cfg["data"]["res"]]),
-        path=path,
-        cfg=cfg,
-        desc="noised CLIP",
-        amp=False,
-        **fit_kwargs,
+        model, loss_fn, batches, cfg, path, "noised CLIP", amp=False, **fit_kwargs
     )
 
 

@@ -54,6 +54,8 @@ class Recipe:
     def load(self, cfg: dict | None = None, retrain: bool = False):
         """The trained model of configuration `cfg` (default: the profile's), from the
         checkpoint cache or trained now, as `ready` hands it back."""
+        if self.build is None:
+            raise ValueError(f"{self.name} trains no model of its own: there is nothing to load")
         cfg = cfg or self.config()
         model = checkpoint.load_or_train(self.name, cfg, self.build, self.train, retrain)
         return self.ready(model, cfg) if self.ready else model
