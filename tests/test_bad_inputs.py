@@ -389,3 +389,73 @@ def test_the_library_warns_in_one_line_without_its_file_path():
     assert lines[0] == "warning: the cache file x.pt was trained with another configuration"
     assert "<string>:1: UserWarning: a third-party warning" in lines[1]
     assert issubclass(runtime.CourseWarning, UserWarning)  # pytest.warns(UserWarning) sees it
+
+
+# --- the second round: defaults, the judge's limit, interrupted samples ------------------------
+
+
+def test_every_sample_command_runs_on_its_defaults(capsys, tmp_path, monkeypatch):
+    """Each `sample` command with its required flags only writes its 16 images and exits 0
+    (CLIPDraw's and VQGAN-CLIP's --steps defaulted to 0, which the CLI's own check refused)."""
+    for name, r in cli.recipes().items():
+        if "sample" not in r.commands():
+            continue
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)  # --out's default, samples/, lands here
+        required = [f for f, spec in r.options.get("sample", {}).items() if spec.get("required")]
+        argv = ["sample", name] + [a for f in required for a in (f, "a red circle")]
+        rc, err = run(argv, capsys)
+        assert rc == 0, (name, err)
+        assert len(list((tmp_path / name / "samples").glob("*.png"))) == 16, name
+
+
+def test_the_judge_refuses_a_caption_with_more_objects_than_a_scene_holds(capsys, tmp_path):
+    """Matching a caption's objects tries every assignment (12 objects ran past 120 s): a caption
+    that names more objects than a scene can hold is refused in one line, at once."""
+    image = shapes.render_tensor(shapes.sample_scenes(1, seed=0), 32)
+    (png,) = plot.save_pngs(image, str(tmp_path), "x")
+    four = "a red circle, a blue square, a green triangle and a yellow circle"
+    t0 = time.perf_counter()
+    rc, err = run(["judge", "score", str(png), "--prompt", four], capsys)
+    assert rc == 2 and "4 objects" in err and "at most 3" in err, err
+    assert time.perf_counter() - t0 < 10
+
+
+_SAMPLE_UNTIL_TERMINATED = """
+import sys, time
+from pathlib import Path
+import matplotlib.pyplot as plt
+from t2i.front import cli
+
+def half_written(path, *args, **kwargs):  # as if the signal came in the middle of a write
+    Path(path).write_bytes(b"\\x89PNG half")
+    Path(sys.argv[1]).touch()
+    time.sleep(600)
+
+plt.imsave = half_written
+sys.exit(cli.main(["sample", "dvae", "--n", "2", "--out", sys.argv[2]]))
+"""
+
+
+def test_sigterm_while_sampling_exits_130_and_leaves_no_half_written_file(tmp_path):
+    ready, err, out = tmp_path / "ready", tmp_path / "stderr", tmp_path / "out"
+    env = dict(os.environ, T2I_PROFILE="smoke", T2I_DATA=str(runtime.data_dir()))
+    with open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SAMPLE_UNTIL_TERMINATED, str(ready), str(out)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            deadline = time.monotonic() + 600
+            while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert ready.exists(), err.read_text()
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, err.read_text()
+    assert "interrupted" in err.read_text()
+    assert list(out.iterdir()) == []  # neither a half-written PNG nor a temporary file

@@ -10,6 +10,8 @@ import jupyter_server_mathjax
 import nbformat
 import tomllib
 
+from t2i.core import runtime
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -124,3 +126,11 @@ def test_html_pages_load_nothing_from_the_network(tmp_path):
     assert [u.split("?")[0] for u in mathjax] == ["mathjax/MathJax.js"]
     static = Path(jupyter_server_mathjax.__file__).parent / "static"
     assert (static / "MathJax.js").is_file()  # what the Makefile copies to build/html/mathjax
+
+
+def test_the_default_data_folder_is_the_checkouts_data(monkeypatch, tmp_path):
+    """Without T2I_DATA, datasets and checkpoints go to data/ at the root of the checkout (where
+    data/README.md is), whatever the working folder: a notebook's kernel runs in notebooks/."""
+    monkeypatch.delenv("T2I_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert runtime.data_dir() == ROOT / "data"

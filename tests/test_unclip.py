@@ -7,10 +7,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+from t2i import ch03_clip as clip
 from t2i import ch06_glide as glide
 from t2i import ch07_unclip as unclip
 from t2i.blocks.diffusion import GaussianDiffusion
 from t2i.blocks.layers import KVCache
+from t2i.core import recipe
 from t2i.world.prompts import TOKENIZER
 
 PRIOR = unclip.prior_config(d=32, layers=2, heads=4, embed=16)
@@ -166,3 +168,17 @@ def test_the_decoder_starts_as_glide_and_reads_the_embedding_only_after_training
     # a base of another shape is refused, not half-loaded
     with pytest.raises(ValueError, match="does not fit"):
         unclip.build_decoder(unclip.decoder_config(**{**arch, "ch": 16}, embed=16, init=base_cfg))
+
+
+def test_every_unclip_model_that_reads_clip_changes_its_cache_key_with_clips_config(monkeypatch):
+    """unCLIP's decoder and priors train on CLIP's embeddings, so their configs nest CLIP's whole
+    config: a change to CLIP's recipe (here its training steps) gives them new checkpoints
+    instead of loading ones trained on another CLIP. The upsampler reads no embedding."""
+    readers = (unclip.DECODER, unclip.PRIOR_DIFFUSION, unclip.PRIOR_AR)
+    before = {r.name: r.path() for r in readers + (unclip.UNCLIP_UPSAMPLER,)}
+    base = clip.default_config()
+    monkeypatch.setattr(clip, "default_config", lambda **o: recipe.sections(base, steps=7, **o))
+    for r in readers:
+        assert r.config()["data"]["clip"]["train"]["steps"] == 7
+        assert r.path() != before[r.name], r.name
+    assert unclip.UNCLIP_UPSAMPLER.path() == before["unclip-upsampler"]

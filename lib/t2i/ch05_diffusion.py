@@ -171,7 +171,8 @@ def sample(
     seed: int = 0,
     trace: bool = False,
 ):
-    """Images (n, 3, res, res) in [-1, 1] for class labels (ints or 'red circle' strings).
+    """Images (n, 3, res, res), on the CPU in [-1, 1], for class labels (ints or 'red circle'
+    strings).
 
     guidance: "none" (the conditional model alone), "cfg" (classifier-free, `scale` = w in
     u + w (c - u)), or "classifier" (the null-label model, i.e. unconditional, steered by the
@@ -238,24 +239,13 @@ def guidance_sweep(model, diffusion, labels, guidance: str, scales, classifier=N
 # --- the recipes -------------------------------------------------------------------------------
 
 
-def _sampler(label="red circle", guidance="cfg", scale=3.0, sampler="ddim", steps=25, eta=0.0):
+def _sampler(label="red circle", **options):
+    """draw(n, seed) for `sample diffusion`; options: guidance, scale, sampler, steps, eta."""
     label = label_of(label)  # a bad label is named before any model is loaded or trained
-    model, diffusion = (
-        DIFFUSION.load()
-    )  # the course's model: a seed seeds the sampling, never the model
-    classifier = NOISY_CLASSIFIER.load() if guidance == "classifier" else None
-    return lambda n, seed: sample(
-        model,
-        diffusion,
-        [label] * n,
-        guidance=guidance,
-        scale=scale,
-        sampler=sampler,
-        steps=steps,
-        eta=eta,
-        classifier=classifier,
-        seed=seed,
-    )
+    model, diffusion = DIFFUSION.load()  # a seed seeds the sampling, never the model
+    if options.get("guidance") == "classifier":
+        options["classifier"] = NOISY_CLASSIFIER.load()
+    return lambda n, seed: sample(model, diffusion, [label] * n, seed=seed, **options)
 
 
 def _evaluation(seed: int, n_per_class: int = 8, scale: float = 3.0) -> dict:

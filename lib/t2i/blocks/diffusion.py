@@ -172,8 +172,9 @@ class GaussianDiffusion:
 
     @torch.no_grad()
     def ddpm_sample(self, model, x, cond_fn=None, generator=None, trace=False):
-        """Ancestral sampling through all T steps from noise x (DDPM algorithm 2). With trace,
-        also returns the lists of x_t and predicted x0 along the way."""
+        """Ancestral sampling through all T steps from noise x (DDPM algorithm 2): images on the
+        CPU, as every sampler of the course returns them. With trace, also the lists of x_t and
+        predicted x0 along the way."""
         xs, x0s = [], []
         for i in reversed(range(self.T)):
             t = torch.full((x.shape[0],), i, device=x.device, dtype=torch.long)
@@ -182,7 +183,7 @@ class GaussianDiffusion:
             x = mean + var.sqrt() * z
             if trace:
                 xs.append(x.cpu()), x0s.append(x0.cpu())
-        return (x, xs, x0s) if trace else x
+        return (x.cpu(), xs, x0s) if trace else x.cpu()
 
     # --- DDIM -----------------------------------------------------------------------------------
 
@@ -229,14 +230,14 @@ class GaussianDiffusion:
         generator=None,
         trace=False,
     ):
-        """DDIM sampling from noise x along `steps` evenly spaced timesteps."""
+        """DDIM sampling from noise x along `steps` evenly spaced timesteps: images on the CPU."""
         ts = self.timesteps(steps)
         xs, x0s = [], []
         for t, t_prev in zip(ts, ts[1:] + [-1]):
             x, x0 = self.ddim_step(model, x, t, t_prev, eta, cond_fn, generator)
             if trace:
                 xs.append(x.cpu()), x0s.append(x0.cpu())
-        return (x, xs, x0s) if trace else x
+        return (x.cpu(), xs, x0s) if trace else x.cpu()
 
     @torch.no_grad()
     def ddim_invert(self, model, x0, steps: int = 50, refine: int = 0):

@@ -204,5 +204,5 @@ def clip_vs_judge(clip_model, images: torch.Tensor, prompts: list[str]) -> dict:
 # The command line's flags of `sample clipdraw` and `sample vqgan-clip` (`t2i.core.recipe`).
 SAMPLE_OPTIONS = {
     "--prompt": dict(required=True),
-    "--steps": dict(type=int, default=0, help="optimisation steps; 0: the profile's default"),
+    "--steps": dict(type=int, default=None, help="optimisation steps (default: the profile's)"),
 }

@@ -79,7 +79,7 @@ def draw(
     )
 
 
-def _sampler(prompt: str, steps: int = 0):
+def _sampler(prompt: str, steps: int | None = None):
     model, overrides = clip.CLIP.load(), {"steps": steps} if steps else {}
     return lambda n, seed: draw(model, [prompt] * n, seed=seed, **overrides).images
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 from einops import rearrange, reduce, repeat
 
 from t2i import ch03_clip as clip
-from t2i.ch01_dvae import vqvae
+from t2i.ch01_dvae.vqvae import VQVAE
 from t2i.ch04_generating_with_clip import clip_optimization
 from t2i.core import recipe, runtime
 
@@ -113,8 +113,8 @@ def generate(
     )  # fmt: skip
 
 
-def _sampler(prompt: str, steps: int = 0):
-    models, overrides = (clip.CLIP.load(), vqvae.VQVAE.load()), {"steps": steps} if steps else {}
+def _sampler(prompt: str, steps: int | None = None):
+    models, overrides = (clip.CLIP.load(), VQVAE.load()), {"steps": steps} if steps else {}
     return lambda n, seed: generate(*models, [prompt] * n, seed=seed, **overrides).images
 
 

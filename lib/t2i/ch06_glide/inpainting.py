@@ -67,7 +67,7 @@ def inpaint(model, diffusion, image, mask, prompts, *, scale=3.0, steps=25, eta=
             noised = diffusion.q_sample(image, torch.full((len(x),), t), noise)
             x = mask * noised + (1 - mask) * x
         x, _ = diffusion.ddim_step(fn, x, t, t_prev, eta, None, gen)
-    return mask * image + (1 - mask) * x
+    return (mask * image + (1 - mask) * x).cpu()
 
 
 def inpaint_task(n: int, res: int, seed: int = 77):

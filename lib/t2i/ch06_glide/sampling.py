@@ -48,8 +48,8 @@ def sample(
     trace: bool = False,
     **inputs,
 ):
-    """Images (n, 3, res, res) in [-1, 1] for caption prompts, by DDIM (eta = 1 by default:
-    at 25 steps, eta = 0 left background noise in notebook 05). See `guided_model`."""
+    """Images (n, 3, res, res), on the CPU in [-1, 1], for caption prompts, by DDIM (eta = 1 by
+    default: at 25 steps, eta = 0 left background noise in notebook 05). See `guided_model`."""
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     fn, cond_fn = guided_model(
         model, prompts, guidance, scale=scale, noised_clip=noised_clip, **inputs

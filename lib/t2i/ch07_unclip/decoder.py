@@ -63,8 +63,7 @@ def decode(
     gen, dev = torch.Generator().manual_seed(seed), runtime.device_of(decoder)
     n, r = len(image_embed), decoder.res
     x = seeded_noise((n, 3, r, r), gen, dev) if x_T is None else x_T.to(dev)
-    out = diffusion.ddim_sample(fn, x, steps, eta, None, gen, trace)
-    return (out[0].cpu(), *out[1:]) if trace else out.cpu()
+    return diffusion.ddim_sample(fn, x, steps, eta, None, gen, trace)
 
 
 def invert(decoder, diffusion, images, image_embed, *, scale: float = 1.0, steps: int = 50):

@@ -61,7 +61,7 @@ def image_size() -> int:
 
 def data_dir() -> Path:
     """Where datasets and checkpoints live (created on first use)."""
-    default = Path(__file__).resolve().parents[2] / "data"
+    default = Path(__file__).resolve().parents[3] / "data"  # lib/t2i/core/runtime.py
     if not (default.parent / "pyproject.toml").exists():  # installed elsewhere than a checkout
         default = Path.cwd() / "data"
     value = os.environ.get("T2I_DATA")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import sys
 import time
 import warnings
@@ -30,7 +31,7 @@ from t2i.ch01_dvae import dvae, vqvae
 from t2i.ch04_generating_with_clip import clipdraw, vqgan_clip
 from t2i.core import recipe, runtime
 from t2i.front import checks, plot
-from t2i.world import datasets, judge
+from t2i.world import datasets, grammar, judge
 from t2i.world.tokenizer import Tokenizer
 
 CHAPTERS = (dvae, vqvae, dalle, clip, clipdraw, vqgan_clip, label_diffusion, glide, unclip)
@@ -108,6 +109,7 @@ def cmd_judge(args):
 
 
 def cmd_judge_score(args):
+    grammar.parse_caption(args.prompt)  # a caption the judge cannot check is named first
     images = plot.read_pngs(args.png)
     rows = judge.score_each(images, [args.prompt] * len(images))
     table = judge.summarize(rows)
@@ -207,6 +209,7 @@ def main(argv=None):
 
     args = parser.parse_args(argv)
     _check_arguments(parser, args)
+    previous = signal.signal(signal.SIGTERM, _terminated)  # SIGTERM stops as Ctrl-C does
     try:
         runtime.profile()  # a bad T2I_PROFILE or T2I_DATA is named before any work
         runtime.data_dir()
@@ -225,7 +228,15 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _terminated(signum, frame):
+    """SIGTERM outside training (which saves and stops on its own): stop as Ctrl-C stops, so
+    what was written stays whole and the command exits 130 with its message."""
+    raise KeyboardInterrupt
 
 
 def _check_arguments(parser, args) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from t2i.core import runtime
 from t2i.core.stats import Rate
 
 
@@ -168,14 +170,13 @@ def read_pngs(paths) -> np.ndarray:
 def save_pngs(images, out: str, prefix: str, start: int = 0) -> list:
     """Write images (as `to_numpy_images` accepts) to out/prefix-000.png, ... (numbered from
     `start`); returns the paths."""
-    from pathlib import Path
-
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i, img in enumerate(to_numpy_images(images), start):
         paths.append(folder / f"{prefix}-{i:03d}.png")
-        plt.imsave(paths[-1], img.clip(0, 1))
+        with runtime.atomic_path(paths[-1]) as tmp:  # an interrupt leaves no half-written file
+            plt.imsave(tmp, img.clip(0, 1), format="png")
     return paths
 
 

@@ -30,25 +30,13 @@ class ShapesDataset:
         return x / 127.5 - 1.0
 
 
-def make_dataset(
-    n: int,
-    res: int = 32,
-    seed: int = 0,
-    split: str = "train",
-    counts: tuple[int, ...] = (1, 2, 3),
-) -> ShapesDataset:
+def make_dataset(n: int, res: int = 32, seed: int = 0, split: str = "train", counts=(1, 2, 3)):
     """Generate n scenes, their images at res x res and their captions (deterministic)."""
     scenes = sample_scenes(n, seed=seed, split=split, counts=counts)
     return ShapesDataset(render(scenes, res), caption(scenes, seed), scenes)
 
 
-def load_dataset(
-    n: int,
-    res: int = 32,
-    seed: int = 0,
-    split: str = "train",
-    counts: tuple[int, ...] = (1, 2, 3),
-) -> ShapesDataset:
+def load_dataset(n: int, res: int = 32, seed: int = 0, split: str = "train", counts=(1, 2, 3)):
     """`make_dataset`, cached as a .npz under data/datasets (it is cheap, but not free). A
     cached file that cannot be read (truncated, corrupt) is set aside as NAME.misfit, with a
     warning that names it, and the dataset generated again."""

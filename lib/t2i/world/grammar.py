@@ -26,6 +26,8 @@ from t2i.world.tokenizer import known_words
 
 _PREFIXES = ["a", "there is a", "a picture of a", "an image of a"]
 
+MAX_OBJECTS = 3  # a scene holds one to three objects (`shapes.sample_scenes`)
+
 
 _POSITION_PHRASES = {
     "center": ["in the center", "in the middle"],
@@ -171,6 +173,11 @@ def parse_caption(text: str) -> CaptionFacts:
             del facts.objects[0]["position"]
     if not facts.objects:
         raise ValueError(f"no object found in caption {text!r}: name a colour or a shape")
+    if len(facts.objects) > MAX_OBJECTS:  # the judge pairs objects by trying every assignment
+        raise ValueError(
+            f"caption {text!r} names {len(facts.objects)} objects: a scene of the shapes world "
+            f"holds at most {MAX_OBJECTS}"
+        )
     return facts
 
 
