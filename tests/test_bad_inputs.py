@@ -350,12 +350,14 @@ sys.exit(cli.main(["train", "vqvae"]))
 """
 
 
-def test_sigterm_stops_a_training_command_with_130_after_saving(tmp_path):
+def terminated_when_ready(code: str, tmp_path, *args) -> tuple[int, str]:
+    """Run `code` in a child (smoke profile), send it SIGTERM once it touches argv[1], and
+    return (its exit code, its stderr)."""
     ready, err = tmp_path / "ready", tmp_path / "stderr"
     env = dict(os.environ, T2I_PROFILE="smoke", T2I_DATA=str(runtime.data_dir()))
     with open(err, "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-c", _TRAIN_UNTIL_TERMINATED, str(ready)],
+            [sys.executable, "-c", code, str(ready), *map(str, args)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -369,8 +371,13 @@ def test_sigterm_stops_a_training_command_with_130_after_saving(tmp_path):
             proc.wait(timeout=120)
         finally:
             proc.kill()
-    assert proc.returncode == 130, err.read_text()
-    assert "interrupted" in err.read_text()
+    return proc.returncode, err.read_text()
+
+
+def test_sigterm_stops_a_training_command_with_130_after_saving(tmp_path):
+    rc, err = terminated_when_ready(_TRAIN_UNTIL_TERMINATED, tmp_path)
+    assert rc == 130, err
+    assert "interrupted" in err
     (saved,) = (runtime.data_dir() / "checkpoints").glob("vqvae-*.pt")
     payload = checkpoint.load(saved)
     assert payload["done"] is False and payload["step"] == 3
@@ -438,24 +445,8 @@ sys.exit(cli.main(["sample", "dvae", "--n", "2", "--out", sys.argv[2]]))
 
 
 def test_sigterm_while_sampling_exits_130_and_leaves_no_half_written_file(tmp_path):
-    ready, err, out = tmp_path / "ready", tmp_path / "stderr", tmp_path / "out"
-    env = dict(os.environ, T2I_PROFILE="smoke", T2I_DATA=str(runtime.data_dir()))
-    with open(err, "w") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _SAMPLE_UNTIL_TERMINATED, str(ready), str(out)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        try:
-            deadline = time.monotonic() + 600
-            while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert ready.exists(), err.read_text()
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=120)
-        finally:
-            proc.kill()
-    assert proc.returncode == 130, err.read_text()
-    assert "interrupted" in err.read_text()
+    out = tmp_path / "out"
+    rc, err = terminated_when_ready(_SAMPLE_UNTIL_TERMINATED, tmp_path, out)
+    assert rc == 130, err
+    assert "interrupted" in err
     assert list(out.iterdir()) == []  # neither a half-written PNG nor a temporary file

@@ -12,7 +12,7 @@ from t2i.blocks.diffusion import classifier_free, seeded_noise
 from t2i.blocks.layers import Block, KVCache, timestep_embedding
 from t2i.ch07_unclip.embeddings import embed_scale, embed_text
 from t2i.core import runtime
-from t2i.world.prompts import EMPTY, TOKENIZER
+from t2i.world.prompts import TOKENIZER, caption_tokens
 
 
 class DiffusionPrior(nn.Module):
@@ -74,9 +74,8 @@ def sample_diffusion_prior(
     e = prior.out.out_features
     s = embed_scale(e)
     zt = embed_text(prompts)
-    tok = TOKENIZER(prompts).repeat_interleave(candidates, 0).to(dev)
+    tok, null = caption_tokens([p for p in prompts for _ in range(candidates)], dev)
     zt_rep = (zt * s).repeat_interleave(candidates, 0).to(dev)
-    null = TOKENIZER(EMPTY).to(dev).expand_as(tok)  # the empty caption: CFG's null condition
     fn = classifier_free(
         prior,
         scale,
